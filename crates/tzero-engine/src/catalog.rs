@@ -1,0 +1,262 @@
+//! The durable catalog: volumes, relationships and bitmaps, in one redb database.
+//!
+//! redb gives atomic, checksummed, crash-safe commits, so every metadata change of the engine
+//! is one transaction, durable when `commit` returns (one sync, `Durability::Immediate`).
+//!
+//! Tables (format version [`FORMAT_VERSION`]; bump it on any change):
+//! - `meta`: `"format"` → version, `"next_id"` → next volume/relationship id.
+//! - `volumes`: id → JSON [`VolumeRecord`].
+//! - `relationships`: id → JSON [`RelRecord`].
+//! - `bitmaps`: (relationship id, chunk index) → chunk record (see [`crate::bitmap`]): a version
+//!   byte, a CRC32 and 4 KiB of bits. Chunks never written are all clear.
+
+use crate::bitmap::Bitmap;
+use crate::error::CatalogError;
+use crate::storage::BlockFile;
+use redb::{Database, ReadableDatabase, ReadableTable, StorageBackend, TableDefinition};
+use serde::{Deserialize, Serialize};
+use std::io;
+use std::sync::Arc;
+
+pub const FORMAT_VERSION: u64 = 1;
+pub const CATALOG_FILE: &str = "catalog.redb";
+
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const VOLUMES: TableDefinition<u64, &str> = TableDefinition::new("volumes");
+const RELS: TableDefinition<u64, &str> = TableDefinition::new("relationships");
+const BITMAPS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("bitmaps");
+
+/// A volume as the catalog keeps it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct VolumeRecord {
+    pub id: u64,
+    pub name: String,
+    pub capacity: u64,
+    pub track_size: u64,
+    pub created_ms: u64,
+    /// Set when a NOCOPY or unfinished copy was withdrawn: the contents are not a point in time.
+    #[serde(default)]
+    pub contents_undefined: bool,
+}
+
+impl VolumeRecord {
+    pub fn file_name(&self) -> String {
+        format!("vol-{:016x}.img", self.id)
+    }
+}
+
+/// Persistent state of a relationship.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RelState {
+    /// Tracks are still being copied (COPY) or copied on write only (NOCOPY).
+    Active,
+    /// Every track is on the target; the relationship is persistent and stays.
+    Copied,
+    /// The target failed; the source goes on without copy-on-write.
+    Failed,
+}
+
+/// A relationship as the catalog keeps it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RelRecord {
+    pub id: u64,
+    pub source: u64,
+    pub target: u64,
+    pub background_copy: bool,
+    pub persistent: bool,
+    pub copy_rate: u64,
+    pub state: RelState,
+    pub created_ms: u64,
+    pub synced_ms: u64,
+    #[serde(default)]
+    pub failure: Option<String>,
+}
+
+/// redb storage on top of one of our [`BlockFile`]s, so crash tests cut its power too.
+#[derive(Debug)]
+struct RedbBackend(Arc<dyn BlockFile>);
+
+impl StorageBackend for RedbBackend {
+    fn len(&self) -> Result<u64, io::Error> {
+        self.0.len()
+    }
+    fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), io::Error> {
+        let len = self.0.len()?;
+        if offset + out.len() as u64 > len {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "read past end of catalog"));
+        }
+        self.0.read_at(out, offset)
+    }
+    fn set_len(&self, len: u64) -> Result<(), io::Error> {
+        self.0.set_len(len)
+    }
+    fn sync_data(&self) -> Result<(), io::Error> {
+        self.0.sync()
+    }
+    fn write(&self, offset: u64, data: &[u8]) -> Result<(), io::Error> {
+        self.0.write_at(data, offset)
+    }
+}
+
+/// The open catalog.
+#[derive(Debug)]
+pub struct Catalog {
+    db: Database,
+}
+
+/// Everything the catalog holds, except bitmaps (loaded per relationship).
+pub struct CatalogContents {
+    pub volumes: Vec<VolumeRecord>,
+    pub relationships: Vec<RelRecord>,
+    pub next_id: u64,
+}
+
+/// One atomic change of the catalog.
+pub struct Change<'a> {
+    txn: redb::WriteTransaction,
+    _catalog: &'a Catalog,
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(key: String, s: &str) -> Result<T, CatalogError> {
+    serde_json::from_str(s).map_err(|source| CatalogError::Corrupt { key, source })
+}
+
+fn encode<T: Serialize>(v: &T) -> String {
+    serde_json::to_string(v).expect("catalog records always serialize")
+}
+
+impl Catalog {
+    pub fn open(file: Arc<dyn BlockFile>) -> Result<Self, CatalogError> {
+        let db = redb::Builder::new()
+            .set_cache_size(16 << 20)
+            .create_with_backend(RedbBackend(file))
+            .map_err(CatalogError::db)?;
+        let catalog = Catalog { db };
+        let txn = catalog.db.begin_write().map_err(CatalogError::db)?;
+        {
+            let mut meta = txn.open_table(META).map_err(CatalogError::db)?;
+            let found = meta.get("format").map_err(CatalogError::db)?.map(|v| v.value());
+            match found {
+                None => {
+                    meta.insert("format", FORMAT_VERSION).map_err(CatalogError::db)?;
+                    meta.insert("next_id", 1).map_err(CatalogError::db)?;
+                }
+                Some(FORMAT_VERSION) => {}
+                Some(v) => {
+                    return Err(CatalogError::Version {
+                        found: u32::try_from(v).unwrap_or(u32::MAX),
+                        supported: FORMAT_VERSION as u32,
+                    })
+                }
+            }
+            txn.open_table(VOLUMES).map_err(CatalogError::db)?;
+            txn.open_table(RELS).map_err(CatalogError::db)?;
+            txn.open_table(BITMAPS).map_err(CatalogError::db)?;
+        }
+        txn.commit().map_err(CatalogError::db)?;
+        Ok(catalog)
+    }
+
+    pub fn load(&self) -> Result<CatalogContents, CatalogError> {
+        let txn = self.db.begin_read().map_err(CatalogError::db)?;
+        let meta = txn.open_table(META).map_err(CatalogError::db)?;
+        let next_id = meta.get("next_id").map_err(CatalogError::db)?.map_or(1, |v| v.value());
+        let mut volumes = Vec::new();
+        for entry in txn.open_table(VOLUMES).map_err(CatalogError::db)?.iter().map_err(CatalogError::db)? {
+            let (k, v) = entry.map_err(CatalogError::db)?;
+            volumes.push(decode(format!("volume {}", k.value()), v.value())?);
+        }
+        let mut relationships = Vec::new();
+        for entry in txn.open_table(RELS).map_err(CatalogError::db)?.iter().map_err(CatalogError::db)? {
+            let (k, v) = entry.map_err(CatalogError::db)?;
+            relationships.push(decode(format!("relationship {}", k.value()), v.value())?);
+        }
+        Ok(CatalogContents {
+            volumes,
+            relationships,
+            next_id,
+        })
+    }
+
+    /// Loads the persisted chunks of a relationship's bitmap.
+    pub fn load_bitmap(&self, rel: u64, bitmap: &Bitmap) -> Result<(), CatalogError> {
+        let txn = self.db.begin_read().map_err(CatalogError::db)?;
+        let table = txn.open_table(BITMAPS).map_err(CatalogError::db)?;
+        for entry in table.range((rel, 0)..=(rel, u64::MAX)).map_err(CatalogError::db)? {
+            let (k, v) = entry.map_err(CatalogError::db)?;
+            let (_, chunk) = k.value();
+            if !bitmap.decode_chunk(chunk, v.value()) {
+                return Err(CatalogError::CorruptBitmap { rel, chunk });
+            }
+        }
+        Ok(())
+    }
+
+    pub fn change(&self) -> Result<Change<'_>, CatalogError> {
+        Ok(Change {
+            txn: self.db.begin_write().map_err(CatalogError::db)?,
+            _catalog: self,
+        })
+    }
+}
+
+impl Change<'_> {
+    /// Reserves a fresh id (volumes and relationships share one sequence).
+    pub fn next_id(&mut self) -> Result<u64, CatalogError> {
+        let mut meta = self.txn.open_table(META).map_err(CatalogError::db)?;
+        let id = meta.get("next_id").map_err(CatalogError::db)?.map_or(1, |v| v.value());
+        meta.insert("next_id", id + 1).map_err(CatalogError::db)?;
+        Ok(id)
+    }
+
+    pub fn put_volume(&mut self, v: &VolumeRecord) -> Result<(), CatalogError> {
+        let mut t = self.txn.open_table(VOLUMES).map_err(CatalogError::db)?;
+        t.insert(v.id, encode(v).as_str()).map_err(CatalogError::db)?;
+        Ok(())
+    }
+
+    pub fn delete_volume(&mut self, id: u64) -> Result<(), CatalogError> {
+        let mut t = self.txn.open_table(VOLUMES).map_err(CatalogError::db)?;
+        t.remove(id).map_err(CatalogError::db)?;
+        Ok(())
+    }
+
+    pub fn put_rel(&mut self, r: &RelRecord) -> Result<(), CatalogError> {
+        let mut t = self.txn.open_table(RELS).map_err(CatalogError::db)?;
+        t.insert(r.id, encode(r).as_str()).map_err(CatalogError::db)?;
+        Ok(())
+    }
+
+    /// Removes a relationship and its bitmap.
+    pub fn delete_rel(&mut self, id: u64) -> Result<(), CatalogError> {
+        let mut t = self.txn.open_table(RELS).map_err(CatalogError::db)?;
+        t.remove(id).map_err(CatalogError::db)?;
+        let mut b = self.txn.open_table(BITMAPS).map_err(CatalogError::db)?;
+        b.retain_in((id, 0)..=(id, u64::MAX), |_, _| false)
+            .map_err(CatalogError::db)?;
+        Ok(())
+    }
+
+    /// Writes the chunks of `bitmap` listed in `chunks`.
+    pub fn put_chunks(&mut self, rel: u64, bitmap: &Bitmap, chunks: &[u64]) -> Result<(), CatalogError> {
+        let mut b = self.txn.open_table(BITMAPS).map_err(CatalogError::db)?;
+        for &chunk in chunks {
+            b.insert((rel, chunk), bitmap.encode_chunk(chunk).as_slice())
+                .map_err(CatalogError::db)?;
+        }
+        Ok(())
+    }
+
+    /// Writes one already encoded chunk.
+    pub fn put_chunk_bytes(&mut self, rel: u64, chunk: u64, bytes: &[u8]) -> Result<(), CatalogError> {
+        let mut b = self.txn.open_table(BITMAPS).map_err(CatalogError::db)?;
+        b.insert((rel, chunk), bytes).map_err(CatalogError::db)?;
+        Ok(())
+    }
+
+    /// Makes the change durable (one sync).
+    pub fn commit(self) -> Result<(), CatalogError> {
+        self.txn.commit().map_err(CatalogError::db)
+    }
+}

@@ -1,0 +1,183 @@
+//! The destager: moves cached writes to volume files after their copy-on-write is durable.
+//!
+//! For one batch of tracks of one volume, holding their stripes exclusively:
+//! 1. for every relationship that still owes T0 data for a track: copy the source file's track
+//!    (which still holds T0, because nothing overwrote it while the bit was clear) to the target;
+//!    for a target track not yet filled, write the whole track: T0 from the source file with the
+//!    cached bytes on top;
+//! 2. sync every target written, then commit the changed bitmap chunks in one catalog
+//!    transaction ([`Inner::persist`]);
+//! 3. only then write the cached bytes to the volume file.
+//!
+//! A crash before 3 loses only writes that were never flushed; a crash before the commit leaves
+//! bits clear, so targets still read T0 from the untouched source file.
+
+use crate::cache::PendingTrack;
+use crate::engine::Inner;
+use crate::error::IoError;
+use crate::relationship::Rel;
+use crate::storage::BlockFile;
+use crate::volume::{Links, Volume};
+use std::collections::BTreeSet;
+use std::io;
+use std::sync::Arc;
+
+/// Tracks destaged per batch: enough to amortise the syncs, small enough to keep lock holds short.
+pub(crate) const DESTAGE_BATCH: usize = 256;
+
+/// Copies `[start, end)` from `src` to `dst`, keeping holes as holes.
+pub(crate) fn copy_span(
+    src: &dyn BlockFile,
+    dst: &dyn BlockFile,
+    start: u64,
+    end: u64,
+) -> io::Result<()> {
+    let mut pos = start;
+    while pos < end {
+        match src.next_data(pos, end)? {
+            Some((data_start, data_end)) => {
+                if data_start > pos {
+                    dst.punch_hole(pos, data_start - pos)?;
+                }
+                dst.copy_range_from(src, data_start, data_end - data_start)?;
+                pos = data_end;
+            }
+            None => {
+                dst.punch_hole(pos, end - pos)?;
+                pos = end;
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Inner {
+    /// Destages the given tracks of `vol` (those that have cache entries), in batches.
+    pub(crate) fn destage_tracks(
+        &self,
+        vol: &Arc<Volume>,
+        links: &Links,
+        tracks: &[u64],
+    ) -> Result<usize, IoError> {
+        let mut done = 0;
+        for batch in tracks.chunks(DESTAGE_BATCH) {
+            done += self.destage_batch(vol, links, batch)?;
+        }
+        Ok(done)
+    }
+
+    /// Destages every track cached for `vol` when called.
+    pub(crate) fn destage_all(&self, vol: &Arc<Volume>, links: &Links) -> Result<usize, IoError> {
+        let tracks: Vec<u64> = vol.cache.lock().keys().copied().collect();
+        self.destage_tracks(vol, links, &tracks)
+    }
+
+    /// Destages the cached tracks of `vol` in `[first, last]`.
+    pub(crate) fn destage_range(
+        &self,
+        vol: &Arc<Volume>,
+        links: &Links,
+        first: u64,
+        last: u64,
+    ) -> Result<usize, IoError> {
+        let tracks: Vec<u64> = vol.cache.lock().range(first..=last).map(|(t, _)| *t).collect();
+        self.destage_tracks(vol, links, &tracks)
+    }
+
+    fn destage_batch(
+        &self,
+        vol: &Arc<Volume>,
+        links: &Links,
+        tracks: &[u64],
+    ) -> Result<usize, IoError> {
+        let _guards = self.locks.exclusive(tracks);
+        let entries: Vec<(u64, PendingTrack)> = {
+            let mut cache = vol.cache.lock();
+            tracks
+                .iter()
+                .filter_map(|t| cache.remove(t).map(|p| (*t, p)))
+                .collect()
+        };
+        if entries.is_empty() {
+            return Ok(0);
+        }
+        let held: u64 = entries.iter().map(|(_, p)| p.bytes()).sum();
+        let result = self.destage_entries(vol, links, &entries);
+        self.budget.release(held);
+        result.map(|()| entries.len())
+    }
+
+    fn destage_entries(
+        &self,
+        vol: &Arc<Volume>,
+        links: &Links,
+        entries: &[(u64, PendingTrack)],
+    ) -> Result<(), IoError> {
+        let geometry = vol.geometry;
+        let mut touched: Vec<Arc<Rel>> = Vec::new();
+        let mut filled: BTreeSet<u64> = BTreeSet::new();
+        // 1. Copy-on-write to every target still owed the track, and fill target tracks.
+        for (track, pending) in entries {
+            let start = geometry.track_start(*track);
+            let end = start + geometry.track_len(*track);
+            for rel in &links.source_of {
+                if !rel.is_live() || rel.bitmap.get(*track) {
+                    continue;
+                }
+                match copy_span(&*vol.file, &*rel.target.file, start, end) {
+                    Ok(()) => {
+                        rel.bitmap.set(*track);
+                        rel.unpersisted.lock().insert(*track);
+                        touched.push(rel.clone());
+                    }
+                    Err(e) => self.fail_rel(rel, &format!("copy-on-write to target failed: {e}")),
+                }
+            }
+            if let Some(rel) = links.target_of.as_ref() {
+                if rel.is_live() && !rel.bitmap.get(*track) {
+                    let mut buf = vec![0u8; (end - start) as usize];
+                    let filled_ok = rel
+                        .source
+                        .file
+                        .read_at(&mut buf, start)
+                        .and_then(|()| {
+                            pending.overlay(0, &mut buf);
+                            vol.file.write_at(&buf, start)
+                        });
+                    match filled_ok {
+                        Ok(()) => {
+                            rel.bitmap.set(*track);
+                            rel.unpersisted.lock().insert(*track);
+                            touched.push(rel.clone());
+                            filled.insert(*track);
+                        }
+                        Err(e) => self.fail_rel(rel, &format!("filling a target track failed: {e}")),
+                    }
+                }
+            }
+        }
+        // Bits the background copy set on these tracks must be durable before the source changes.
+        for rel in links.source_of.iter().chain(links.target_of.iter()) {
+            let unpersisted = rel.unpersisted.lock();
+            if entries.iter().any(|(t, _)| unpersisted.contains(t)) {
+                touched.push(rel.clone());
+            }
+        }
+        // 2. Sync targets and commit the bits.
+        self.persist(&touched)?;
+        // 3. Now the cached bytes may replace T0 on disk.
+        for (track, pending) in entries {
+            if filled.contains(track) {
+                continue;
+            }
+            let start = geometry.track_start(*track);
+            for (offset, data) in pending.extents() {
+                if let Err(e) = vol.file.write_at(data, start + offset) {
+                    tracing::error!(volume = %vol.name, error = %e, "destage write failed; data of unflushed writes is lost");
+                    *vol.write_error.lock() = Some(e.to_string());
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,822 @@
+//! The engine: the registry of volumes and relationships, the admin operations, recovery on
+//! open, and the destager and copier threads.
+//!
+//! Lock order, outermost first: `admin` (one admin operation at a time) → volume gates
+//! (`Volume::links`, several taken in volume-id order) → track stripes → short-lived mutexes
+//! (cache maps, bitmap dirty sets, records). Nothing that holds a stripe ever waits for a gate,
+//! and a writer waiting for cache space holds no lock at all.
+
+use crate::cache::CacheBudget;
+use crate::catalog::{Catalog, RelRecord, RelState, VolumeRecord, CATALOG_FILE};
+use crate::error::{is_no_space, FlashError, IoError, OpenError, VolumeError};
+use crate::geometry::{Geometry, DEFAULT_TRACK_SIZE, MAX_CAPACITY};
+use crate::io::VolumeHandle;
+use crate::locks::TrackLocks;
+use crate::relationship::{now_ms, FlashInfo, FlashOptions, Rel, MAX_TARGETS_PER_SOURCE};
+use crate::storage::file::FileStorage;
+use crate::storage::Storage;
+use crate::volume::{valid_name, Links, Volume, VolumeInfo};
+use parking_lot::{Condvar, Mutex, RwLock, RwLockWriteGuard};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// Engine settings.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Bytes the write cache may hold before writers wait (default 256 MiB).
+    pub cache_bytes: u64,
+    /// Run the destager and copier threads. Tests turn this off and drive the steps themselves.
+    pub background: bool,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            cache_bytes: 256 << 20,
+            background: true,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Registry {
+    pub volumes: BTreeMap<String, Arc<Volume>>,
+    pub rels: BTreeMap<u64, Arc<Rel>>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub storage: Arc<dyn Storage>,
+    pub catalog: Catalog,
+    pub registry: RwLock<Registry>,
+    pub admin: Mutex<()>,
+    pub locks: TrackLocks,
+    pub budget: CacheBudget,
+    pub poisoned: AtomicBool,
+    pub stopping: AtomicBool,
+    /// Host requests served; the copier watches it to yield to host I/O.
+    pub host_ops: AtomicU64,
+    work: Mutex<bool>,
+    work_cv: Condvar,
+}
+
+/// The FlashCopy engine. Cheap to clone; all clones share one engine.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+    threads: Arc<Mutex<Vec<JoinHandle<()>>>>,
+}
+
+impl Inner {
+    pub(crate) fn kick(&self) {
+        *self.work.lock() = true;
+        self.work_cv.notify_all();
+    }
+
+    pub(crate) fn wait_for_work(&self, timeout: Duration) {
+        let mut work = self.work.lock();
+        if !*work {
+            self.work_cv.wait_for(&mut work, timeout);
+        }
+        *work = false;
+    }
+
+    pub(crate) fn check_poison(&self) -> Result<(), IoError> {
+        if self.poisoned.load(Ordering::Acquire) {
+            return Err(IoError::Poisoned);
+        }
+        Ok(())
+    }
+
+    fn poison(&self, what: &str, e: &dyn std::error::Error) {
+        tracing::error!(error = %e, "{what}: metadata could not be persisted; the engine refuses further I/O until it is reopened");
+        self.poisoned.store(true, Ordering::Release);
+    }
+
+    /// Makes the in-memory bits of `rels` durable: snapshot the changed chunks, sync each
+    /// target (so every snapshotted bit's data is on disk), then commit once.
+    pub(crate) fn persist(&self, rels: &[Arc<Rel>]) -> Result<(), IoError> {
+        self.check_poison()?;
+        let mut rels: Vec<&Arc<Rel>> = rels.iter().collect();
+        rels.sort_by_key(|r| r.id);
+        rels.dedup_by_key(|r| r.id);
+        let _guards: Vec<_> = rels.iter().map(|r| r.persist_lock.lock()).collect();
+        let mut snapshots = Vec::new();
+        for rel in &rels {
+            if rel.withdrawn.load(Ordering::Acquire) {
+                continue;
+            }
+            let pending: Vec<u64> = rel.unpersisted.lock().iter().copied().collect();
+            let chunks = rel.bitmap.take_dirty();
+            if pending.is_empty() && chunks.is_empty() {
+                continue;
+            }
+            let encoded: Vec<(u64, Vec<u8>)> =
+                chunks.iter().map(|c| (*c, rel.bitmap.encode_chunk(*c))).collect();
+            if let Err(e) = rel.target.file.sync() {
+                self.fail_rel(rel, &format!("syncing the target failed: {e}"));
+                continue;
+            }
+            snapshots.push((*rel, pending, chunks, encoded));
+        }
+        if snapshots.is_empty() {
+            return Ok(());
+        }
+        let committed = (|| {
+            let mut change = self.catalog.change()?;
+            for (rel, _, _, encoded) in &snapshots {
+                for (chunk, bytes) in encoded {
+                    change.put_chunk_bytes(rel.id, *chunk, bytes)?;
+                }
+            }
+            change.commit()
+        })();
+        if let Err(e) = committed {
+            for (rel, _, chunks, _) in &snapshots {
+                rel.bitmap.mark_dirty(chunks);
+            }
+            self.poison("persisting bitmaps", &e);
+            return Err(IoError::Poisoned);
+        }
+        for (rel, pending, _, _) in snapshots {
+            let mut unpersisted = rel.unpersisted.lock();
+            for t in pending {
+                unpersisted.remove(&t);
+            }
+        }
+        Ok(())
+    }
+
+    /// Fails a relationship visibly: the target is no longer protected or readable, the source
+    /// goes on without copy-on-write to it.
+    pub(crate) fn fail_rel(&self, rel: &Rel, reason: &str) {
+        if rel.failed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        tracing::error!(source = %rel.source.name, target = %rel.target.name, reason, "FlashCopy relationship failed");
+        let record = {
+            let mut r = rel.record.lock();
+            r.state = RelState::Failed;
+            r.failure = Some(reason.to_string());
+            r.clone()
+        };
+        let committed = self.catalog.change().and_then(|mut c| {
+            c.put_rel(&record)?;
+            c.commit()
+        });
+        if let Err(e) = committed {
+            self.poison("recording a failed relationship", &e);
+        }
+    }
+
+    /// Called when a COPY relationship has every bit set (and durable).
+    pub(crate) fn complete(&self, rel: &Arc<Rel>) -> Result<(), IoError> {
+        let persistent = rel.record.lock().persistent;
+        if persistent {
+            let record = {
+                let mut r = rel.record.lock();
+                if r.state != RelState::Active {
+                    return Ok(());
+                }
+                r.state = RelState::Copied;
+                r.synced_ms = now_ms();
+                r.clone()
+            };
+            let committed = self.catalog.change().and_then(|mut c| {
+                c.put_rel(&record)?;
+                c.commit()
+            });
+            if let Err(e) = committed {
+                self.poison("recording a completed copy", &e);
+                return Err(IoError::Poisoned);
+            }
+            return Ok(());
+        }
+        let _admin = self.admin.lock();
+        if rel.withdrawn.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        tracing::info!(source = %rel.source.name, target = %rel.target.name, "background copy complete; relationship ends");
+        self.remove_rel(rel).map_err(|e| match e {
+            FlashError::Storage(source) => IoError::Storage {
+                name: rel.target.name.clone(),
+                source,
+            },
+            _ => IoError::Poisoned,
+        })
+    }
+
+    /// Gates of two volumes, exclusively, in id order.
+    fn gates<'a>(
+        a: &'a Volume,
+        b: &'a Volume,
+    ) -> (RwLockWriteGuard<'a, Links>, RwLockWriteGuard<'a, Links>) {
+        if a.id < b.id {
+            let ga = a.links.write();
+            (ga, b.links.write())
+        } else {
+            let gb = b.links.write();
+            (a.links.write(), gb)
+        }
+    }
+
+    /// Ends a relationship. The caller holds `admin`. Pending writes of both volumes are
+    /// destaged first with the relationship still in place; a complete copy is synced before
+    /// the catalog forgets the relationship, an incomplete one leaves the target undefined.
+    pub(crate) fn remove_rel(&self, rel: &Arc<Rel>) -> Result<(), FlashError> {
+        let (mut src_links, mut tgt_links) = Self::gates(&rel.source, &rel.target);
+        self.destage_all(&rel.source, &src_links).map_err(io_to_flash)?;
+        self.destage_all(&rel.target, &tgt_links).map_err(io_to_flash)?;
+        let complete = rel.bitmap.is_full() && !rel.failed.load(Ordering::Acquire);
+        if complete {
+            rel.target.file.sync().map_err(FlashError::Storage)?;
+        }
+        let mut target_record = self.volume_record(&rel.target);
+        target_record.contents_undefined = !complete;
+        let committed = self.catalog.change().and_then(|mut c| {
+            c.delete_rel(rel.id)?;
+            c.put_volume(&target_record)?;
+            c.commit()
+        });
+        if let Err(e) = committed {
+            self.poison("withdrawing a relationship", &e);
+            return Err(FlashError::Poisoned);
+        }
+        rel.withdrawn.store(true, Ordering::Release);
+        rel.target
+            .contents_undefined
+            .store(!complete, Ordering::Release);
+        src_links.source_of.retain(|r| r.id != rel.id);
+        tgt_links.target_of = None;
+        self.registry.write().rels.remove(&rel.id);
+        Ok(())
+    }
+
+    pub(crate) fn volume_record(&self, v: &Volume) -> VolumeRecord {
+        VolumeRecord {
+            id: v.id,
+            name: v.name.clone(),
+            capacity: v.geometry.capacity,
+            track_size: v.geometry.track_size,
+            created_ms: v.created_ms,
+            contents_undefined: v.contents_undefined.load(Ordering::Acquire),
+        }
+    }
+
+    /// The destager thread: drains volume caches in batches until shutdown.
+    fn destager_loop(self: &Arc<Self>) {
+        while !self.stopping.load(Ordering::Acquire) {
+            if self.destage_round() == 0 {
+                self.wait_for_work(Duration::from_millis(20));
+            }
+        }
+    }
+
+    /// One batch for every volume with cached writes. Returns tracks destaged.
+    pub(crate) fn destage_round(&self) -> usize {
+        let volumes: Vec<Arc<Volume>> = self.registry.read().volumes.values().cloned().collect();
+        let mut done = 0;
+        for vol in volumes {
+            let tracks: Vec<u64> = vol
+                .cache
+                .lock()
+                .keys()
+                .take(crate::destage::DESTAGE_BATCH)
+                .copied()
+                .collect();
+            if tracks.is_empty() {
+                continue;
+            }
+            let links = vol.links.read();
+            match self.destage_tracks(&vol, &links, &tracks) {
+                Ok(n) => done += n,
+                Err(e) => {
+                    tracing::error!(volume = %vol.name, error = %e, "destage failed");
+                    return done;
+                }
+            }
+        }
+        done
+    }
+}
+
+fn io_to_flash(e: IoError) -> FlashError {
+    match e {
+        IoError::Storage { source, .. } => FlashError::Storage(source),
+        _ => FlashError::Poisoned,
+    }
+}
+
+fn storage_err(name: &str) -> impl FnOnce(std::io::Error) -> VolumeError + '_ {
+    move |source| VolumeError::Storage {
+        name: name.to_string(),
+        source,
+    }
+}
+
+impl Engine {
+    /// Opens (or creates) the engine in a data directory.
+    pub fn open_dir(dir: &Path, config: EngineConfig) -> Result<Engine, OpenError> {
+        let storage = FileStorage::new(dir).map_err(|source| OpenError::DataDir {
+            path: dir.display().to_string(),
+            source,
+        })?;
+        Self::open(Arc::new(storage), config)
+    }
+
+    /// Opens the engine on any storage; recovers every volume and relationship.
+    pub fn open(storage: Arc<dyn Storage>, config: EngineConfig) -> Result<Engine, OpenError> {
+        let catalog_file = storage
+            .open(CATALOG_FILE, true)
+            .map_err(|source| OpenError::DataDir {
+                path: CATALOG_FILE.to_string(),
+                source,
+            })?;
+        let catalog = Catalog::open(catalog_file)?;
+        let contents = catalog.load()?;
+        let mut registry = Registry::default();
+        let mut by_id = BTreeMap::new();
+        for rec in &contents.volumes {
+            let file = storage
+                .open(&rec.file_name(), false)
+                .map_err(|source| OpenError::VolumeFile {
+                    name: rec.name.clone(),
+                    source,
+                })?;
+            let vol = Arc::new(Volume {
+                id: rec.id,
+                name: rec.name.clone(),
+                geometry: Geometry::new(rec.capacity, rec.track_size),
+                file,
+                created_ms: rec.created_ms,
+                contents_undefined: AtomicBool::new(rec.contents_undefined),
+                deleted: AtomicBool::new(false),
+                links: RwLock::new(Links::default()),
+                cache: Mutex::new(BTreeMap::new()),
+                write_error: Mutex::new(None),
+            });
+            by_id.insert(rec.id, vol.clone());
+            registry.volumes.insert(rec.name.clone(), vol);
+        }
+        for rec in contents.relationships {
+            let (Some(source), Some(target)) = (by_id.get(&rec.source), by_id.get(&rec.target))
+            else {
+                tracing::warn!(id = rec.id, "relationship refers to a missing volume; ignored");
+                continue;
+            };
+            let rel = Arc::new(Rel::new(rec, source.clone(), target.clone()));
+            catalog.load_bitmap(rel.id, &rel.bitmap)?;
+            rel.bitmap.take_dirty();
+            source.links.write().source_of.push(rel.clone());
+            target.links.write().target_of = Some(rel.clone());
+            registry.rels.insert(rel.id, rel);
+        }
+        let inner = Arc::new(Inner {
+            storage,
+            catalog,
+            registry: RwLock::new(registry),
+            admin: Mutex::new(()),
+            locks: TrackLocks::default(),
+            budget: CacheBudget::new(config.cache_bytes),
+            poisoned: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
+            host_ops: AtomicU64::new(0),
+            work: Mutex::new(false),
+            work_cv: Condvar::new(),
+        });
+        let mut threads = Vec::new();
+        if config.background {
+            let d = inner.clone();
+            let c = inner.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name("tzero-destager".into())
+                    .spawn(move || d.destager_loop())
+                    .map_err(|source| OpenError::DataDir {
+                        path: "destager thread".into(),
+                        source,
+                    })?,
+            );
+            threads.push(
+                std::thread::Builder::new()
+                    .name("tzero-copier".into())
+                    .spawn(move || c.copier_loop())
+                    .map_err(|source| OpenError::DataDir {
+                        path: "copier thread".into(),
+                        source,
+                    })?,
+            );
+        }
+        Ok(Engine {
+            inner,
+            threads: Arc::new(Mutex::new(threads)),
+        })
+    }
+
+    fn lookup(&self, name: &str) -> Option<Arc<Volume>> {
+        self.inner.registry.read().volumes.get(name).cloned()
+    }
+
+    /// Creates a sparse volume.
+    pub fn create_volume(
+        &self,
+        name: &str,
+        capacity: u64,
+        track_size: u64,
+    ) -> Result<VolumeInfo, VolumeError> {
+        if !valid_name(name) {
+            return Err(VolumeError::InvalidName(name.to_string()));
+        }
+        if capacity == 0 || capacity % 512 != 0 || capacity > MAX_CAPACITY {
+            return Err(VolumeError::InvalidCapacity(capacity));
+        }
+        let track_size = if track_size == 0 {
+            DEFAULT_TRACK_SIZE
+        } else {
+            track_size
+        };
+        if !Geometry::valid_track_size(track_size) {
+            return Err(VolumeError::InvalidTrackSize(track_size));
+        }
+        let inner = &self.inner;
+        if inner.poisoned.load(Ordering::Acquire) {
+            return Err(VolumeError::Poisoned);
+        }
+        let _admin = inner.admin.lock();
+        if self.lookup(name).is_some() {
+            return Err(VolumeError::AlreadyExists(name.to_string()));
+        }
+        let mut change = inner.catalog.change()?;
+        let record = VolumeRecord {
+            id: change.next_id()?,
+            name: name.to_string(),
+            capacity,
+            track_size,
+            created_ms: now_ms(),
+            contents_undefined: false,
+        };
+        let file_name = record.file_name();
+        let file = inner
+            .storage
+            .open(&file_name, true)
+            .map_err(storage_err(name))?;
+        let sized = file.set_len(0).and_then(|()| file.set_len(capacity));
+        if let Err(e) = sized {
+            let _ = inner.storage.remove(&file_name);
+            return Err(storage_err(name)(e));
+        }
+        change.put_volume(&record)?;
+        if let Err(e) = change.commit() {
+            let _ = inner.storage.remove(&file_name);
+            return Err(e.into());
+        }
+        let vol = Arc::new(Volume {
+            id: record.id,
+            name: record.name.clone(),
+            geometry: Geometry::new(capacity, track_size),
+            file,
+            created_ms: record.created_ms,
+            contents_undefined: AtomicBool::new(false),
+            deleted: AtomicBool::new(false),
+            links: RwLock::new(Links::default()),
+            cache: Mutex::new(BTreeMap::new()),
+            write_error: Mutex::new(None),
+        });
+        let info = vol.info();
+        inner.registry.write().volumes.insert(name.to_string(), vol);
+        tracing::info!(volume = name, capacity, track_size, "volume created");
+        Ok(info)
+    }
+
+    /// Deletes a volume; with `force`, withdraws its relationships first.
+    pub fn delete_volume(&self, name: &str, force: bool) -> Result<(), VolumeError> {
+        let inner = &self.inner;
+        let _admin = inner.admin.lock();
+        let vol = self
+            .lookup(name)
+            .ok_or_else(|| VolumeError::NotFound(name.to_string()))?;
+        let rels: Vec<Arc<Rel>> = {
+            let links = vol.links.read();
+            links.source_of.iter().chain(links.target_of.iter()).cloned().collect()
+        };
+        if !rels.is_empty() {
+            if !force {
+                let detail = rels
+                    .iter()
+                    .map(|r| format!("{}:{}", r.source.name, r.target.name))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                return Err(VolumeError::InUse {
+                    name: name.to_string(),
+                    detail,
+                });
+            }
+            for rel in &rels {
+                inner.remove_rel(rel).map_err(|e| match e {
+                    FlashError::Storage(source) => VolumeError::Storage {
+                        name: name.to_string(),
+                        source,
+                    },
+                    _ => VolumeError::Poisoned,
+                })?;
+            }
+        }
+        let _gate = vol.links.write();
+        let committed = inner.catalog.change().and_then(|mut c| {
+            c.delete_volume(vol.id)?;
+            c.commit()
+        });
+        if let Err(e) = committed {
+            inner.poison("deleting a volume", &e);
+            return Err(VolumeError::Poisoned);
+        }
+        vol.deleted.store(true, Ordering::Release);
+        let held: u64 = {
+            let mut cache = vol.cache.lock();
+            let held = cache.values().map(|p| p.bytes()).sum();
+            cache.clear();
+            held
+        };
+        inner.budget.release(held);
+        inner.registry.write().volumes.remove(name);
+        let file_name = inner.volume_record(&vol).file_name();
+        inner.storage.remove(&file_name).map_err(storage_err(name))?;
+        tracing::info!(volume = name, "volume deleted");
+        Ok(())
+    }
+
+    pub fn volumes(&self) -> Vec<VolumeInfo> {
+        let volumes: Vec<Arc<Volume>> = self.inner.registry.read().volumes.values().cloned().collect();
+        volumes.iter().map(|v| v.info()).collect()
+    }
+
+    pub fn volume(&self, name: &str) -> Result<VolumeInfo, VolumeError> {
+        self.lookup(name)
+            .map(|v| v.info())
+            .ok_or_else(|| VolumeError::NotFound(name.to_string()))
+    }
+
+    /// A handle for host I/O on a volume.
+    pub fn handle(&self, name: &str) -> Result<VolumeHandle, VolumeError> {
+        let vol = self
+            .lookup(name)
+            .ok_or_else(|| VolumeError::NotFound(name.to_string()))?;
+        Ok(VolumeHandle::new(self.inner.clone(), vol))
+    }
+
+    fn find_rel(&self, source: &str, target: &str) -> Result<Arc<Rel>, FlashError> {
+        let tgt = self
+            .lookup(target)
+            .ok_or_else(|| FlashError::VolumeNotFound(target.to_string()))?;
+        if self.lookup(source).is_none() {
+            return Err(FlashError::VolumeNotFound(source.to_string()));
+        }
+        let links = tgt.links.read();
+        links
+            .target_of
+            .as_ref()
+            .filter(|r| r.source.name == source)
+            .cloned()
+            .ok_or_else(|| FlashError::NotFound(source.to_string(), target.to_string()))
+    }
+
+    /// Establishes source→target at this instant (T0). Costs the same for any volume size:
+    /// it destages what the cache holds for the two volumes, syncs the source so T0 is durable,
+    /// and commits one catalog record; the bitmap starts empty and unallocated.
+    pub fn establish(
+        &self,
+        source: &str,
+        target: &str,
+        opts: FlashOptions,
+    ) -> Result<FlashInfo, FlashError> {
+        let inner = &self.inner;
+        if inner.poisoned.load(Ordering::Acquire) {
+            return Err(FlashError::Poisoned);
+        }
+        let _admin = inner.admin.lock();
+        let src = self
+            .lookup(source)
+            .ok_or_else(|| FlashError::VolumeNotFound(source.to_string()))?;
+        let tgt = self
+            .lookup(target)
+            .ok_or_else(|| FlashError::VolumeNotFound(target.to_string()))?;
+        if src.id == tgt.id {
+            return Err(FlashError::SameVolume(source.to_string()));
+        }
+        for (what, a, b) in [
+            ("capacity", src.geometry.capacity, tgt.geometry.capacity),
+            ("track size", src.geometry.track_size, tgt.geometry.track_size),
+        ] {
+            if a != b {
+                return Err(FlashError::Mismatch {
+                    src: source.to_string(),
+                    tgt: target.to_string(),
+                    what,
+                });
+            }
+        }
+        let (mut src_links, mut tgt_links) = Inner::gates(&src, &tgt);
+        if let Some(existing) = &tgt_links.target_of {
+            return Err(FlashError::TargetHasSource {
+                target: target.to_string(),
+                existing: existing.source.name.clone(),
+            });
+        }
+        if src_links.target_of.is_some() || !tgt_links.source_of.is_empty() {
+            return Err(FlashError::Unsupported(format!(
+                "cascading ({source} is a target or {target} is a source) is not supported yet"
+            )));
+        }
+        if src_links.source_of.len() >= MAX_TARGETS_PER_SOURCE {
+            return Err(FlashError::TooManyTargets(
+                source.to_string(),
+                MAX_TARGETS_PER_SOURCE,
+            ));
+        }
+        // Writes acknowledged before T0 belong to T0: put them on disk and make them durable.
+        inner.destage_all(&src, &src_links).map_err(io_to_flash)?;
+        let dropped: u64 = {
+            // The target's own pending writes are superseded by T0.
+            let mut cache = tgt.cache.lock();
+            let held = cache.values().map(|p| p.bytes()).sum();
+            cache.clear();
+            held
+        };
+        inner.budget.release(dropped);
+        src.file.sync().map_err(FlashError::Storage)?;
+        let now = now_ms();
+        let mut change = inner.catalog.change()?;
+        let record = RelRecord {
+            id: change.next_id()?,
+            source: src.id,
+            target: tgt.id,
+            background_copy: opts.background_copy,
+            persistent: opts.persistent,
+            copy_rate: opts.copy_rate,
+            state: RelState::Active,
+            created_ms: now,
+            synced_ms: now,
+            failure: None,
+        };
+        let mut tgt_record = inner.volume_record(&tgt);
+        tgt_record.contents_undefined = false;
+        change.put_rel(&record)?;
+        change.put_volume(&tgt_record)?;
+        if let Err(e) = change.commit() {
+            inner.poison("establishing a relationship", &e);
+            return Err(FlashError::Poisoned);
+        }
+        let rel = Arc::new(Rel::new(record, src.clone(), tgt.clone()));
+        tgt.contents_undefined.store(false, Ordering::Release);
+        src_links.source_of.push(rel.clone());
+        tgt_links.target_of = Some(rel.clone());
+        inner.registry.write().rels.insert(rel.id, rel.clone());
+        drop((src_links, tgt_links));
+        inner.kick();
+        tracing::info!(source, target, ?opts, "FlashCopy established");
+        Ok(rel.info())
+    }
+
+    /// Withdraws a relationship now. An incomplete copy leaves the target's contents undefined.
+    pub fn withdraw(&self, source: &str, target: &str) -> Result<(), FlashError> {
+        let _admin = self.inner.admin.lock();
+        let rel = self.find_rel(source, target)?;
+        self.inner.remove_rel(&rel)?;
+        tracing::info!(source, target, "FlashCopy withdrawn");
+        Ok(())
+    }
+
+    /// Turns NOCOPY into COPY.
+    pub fn start_background_copy(&self, source: &str, target: &str) -> Result<FlashInfo, FlashError> {
+        self.update_record(source, target, |r| {
+            if r.background_copy {
+                return Err(FlashError::AlreadyCopy(source.to_string(), target.to_string()));
+            }
+            r.background_copy = true;
+            Ok(())
+        })
+    }
+
+    /// Changes the background copy rate (bytes per second, 0 = unlimited), also mid-copy.
+    pub fn set_copy_rate(&self, source: &str, target: &str, rate: u64) -> Result<FlashInfo, FlashError> {
+        self.update_record(source, target, |r| {
+            r.copy_rate = rate;
+            Ok(())
+        })
+    }
+
+    fn update_record(
+        &self,
+        source: &str,
+        target: &str,
+        f: impl FnOnce(&mut RelRecord) -> Result<(), FlashError>,
+    ) -> Result<FlashInfo, FlashError> {
+        let inner = &self.inner;
+        let _admin = inner.admin.lock();
+        let rel = self.find_rel(source, target)?;
+        let mut record = rel.record.lock().clone();
+        f(&mut record)?;
+        let committed = inner.catalog.change().and_then(|mut c| {
+            c.put_rel(&record)?;
+            c.commit()
+        });
+        if let Err(e) = committed {
+            inner.poison("updating a relationship", &e);
+            return Err(FlashError::Poisoned);
+        }
+        *rel.record.lock() = record;
+        inner.kick();
+        Ok(rel.info())
+    }
+
+    pub fn relationships(&self) -> Vec<FlashInfo> {
+        let rels: Vec<Arc<Rel>> = self.inner.registry.read().rels.values().cloned().collect();
+        rels.iter().map(|r| r.info()).collect()
+    }
+
+    pub fn relationship(&self, source: &str, target: &str) -> Result<FlashInfo, FlashError> {
+        self.find_rel(source, target).map(|r| r.info())
+    }
+
+    /// Destages and syncs every volume and persists every bitmap.
+    pub fn flush_all(&self) -> Result<(), IoError> {
+        let volumes: Vec<Arc<Volume>> = self.inner.registry.read().volumes.values().cloned().collect();
+        for vol in &volumes {
+            VolumeHandle::new(self.inner.clone(), vol.clone()).flush()?;
+        }
+        let rels: Vec<Arc<Rel>> = self.inner.registry.read().rels.values().cloned().collect();
+        self.inner.persist(&rels)
+    }
+
+    /// Stops the threads and makes everything durable. Further I/O gets `ShuttingDown`.
+    pub fn shutdown(&self) -> Result<(), IoError> {
+        self.inner.stopping.store(true, Ordering::Release);
+        self.inner.kick();
+        for t in self.threads.lock().drain(..) {
+            let _ = t.join();
+        }
+        let result = self.flush_all();
+        tracing::info!("engine stopped");
+        result
+    }
+
+    /// Test hook: one destage round over all volumes. Returns tracks destaged.
+    pub fn destage_step(&self) -> usize {
+        self.inner.destage_round()
+    }
+
+    /// Test hook: one background-copy step of up to `max_tracks` on every COPY relationship.
+    pub fn copy_step(&self, max_tracks: u64) -> Result<u64, IoError> {
+        let rels: Vec<Arc<Rel>> = self.inner.registry.read().rels.values().cloned().collect();
+        let mut copied = 0;
+        for rel in rels {
+            copied += self.inner.copy_step(&rel, max_tracks)?;
+        }
+        Ok(copied)
+    }
+
+    /// Test hook: makes every unpersisted background-copy bit durable.
+    pub fn persist_bitmaps(&self) -> Result<(), IoError> {
+        let rels: Vec<Arc<Rel>> = self.inner.registry.read().rels.values().cloned().collect();
+        self.inner.persist(&rels)
+    }
+
+    /// Bytes of memory held by a relationship's bitmap.
+    pub fn bitmap_memory(&self, source: &str, target: &str) -> Result<usize, FlashError> {
+        self.find_rel(source, target).map(|r| r.bitmap.memory_bytes())
+    }
+
+    /// Bytes the write cache holds now.
+    pub fn cache_used(&self) -> u64 {
+        self.inner.budget.used()
+    }
+}
+
+impl Drop for Engine {
+    /// The last clone stops the threads without flushing: dropping an engine is what a crash
+    /// looks like, and tests rely on that. Call [`Engine::shutdown`] for a clean stop.
+    fn drop(&mut self) {
+        if Arc::strong_count(&self.threads) == 1 {
+            self.inner.stopping.store(true, Ordering::Release);
+            self.inner.kick();
+            for t in self.threads.lock().drain(..) {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+pub(crate) fn map_write_err(name: &str, e: std::io::Error) -> IoError {
+    if is_no_space(&e) {
+        IoError::NoSpace(name.to_string())
+    } else {
+        IoError::Storage {
+            name: name.to_string(),
+            source: e,
+        }
+    }
+}

@@ -1,0 +1,291 @@
+//! Host I/O on a volume: the seed's routing rules.
+//!
+//! - Read source: the source file, with the volume's cached writes on top.
+//! - Read target: a track whose bit is set reads the target file; a clear one reads the source
+//!   *file*, which still holds T0 (source writes to that track wait in the cache). The target's
+//!   own cached writes go on top.
+//! - Write: if no relationship still owes T0 data for the track (durably), the bytes go straight
+//!   to the volume file; otherwise they wait in the write cache for the destager, which does the
+//!   copy-on-write (source) or the T0 fill of the rest of the track (target) first.
+//! - Flush: destage the volume's cached tracks, then sync its file.
+
+use crate::cache::PendingTrack;
+use crate::engine::{map_write_err, Inner};
+use crate::error::IoError;
+use crate::storage::BlockFile;
+use crate::volume::Volume;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+/// A handle for host I/O on one volume. Cheap to clone. Every method blocks on disk I/O.
+#[derive(Debug, Clone)]
+pub struct VolumeHandle {
+    inner: Arc<Inner>,
+    vol: Arc<Volume>,
+}
+
+/// A run of a volume reported by [`VolumeHandle::block_status`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Extent {
+    pub length: u64,
+    pub allocated: bool,
+}
+
+/// Tracks examined per block-status call, to bound its cost.
+const BLOCK_STATUS_MAX_TRACKS: u64 = 65536;
+
+impl VolumeHandle {
+    pub(crate) fn new(inner: Arc<Inner>, vol: Arc<Volume>) -> Self {
+        VolumeHandle { inner, vol }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.vol.name
+    }
+
+    pub fn capacity(&self) -> u64 {
+        self.vol.geometry.capacity
+    }
+
+    pub fn track_size(&self) -> u64 {
+        self.vol.geometry.track_size
+    }
+
+    /// Read-only to hosts (target write inhibit is a later function; nothing sets it yet).
+    pub fn is_read_only(&self) -> bool {
+        false
+    }
+
+    fn check(&self, offset: u64, len: u64) -> Result<(), IoError> {
+        if self.vol.deleted.load(Ordering::Acquire) {
+            return Err(IoError::Deleted(self.vol.name.clone()));
+        }
+        if self.inner.stopping.load(Ordering::Acquire) {
+            return Err(IoError::ShuttingDown);
+        }
+        self.inner.check_poison()?;
+        if !self.vol.geometry.check_range(offset, len) {
+            return Err(IoError::OutOfRange {
+                offset,
+                len,
+                capacity: self.vol.geometry.capacity,
+            });
+        }
+        self.inner.host_ops.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn read_err(&self, source: std::io::Error) -> IoError {
+        IoError::Storage {
+            name: self.vol.name.clone(),
+            source,
+        }
+    }
+
+    pub fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), IoError> {
+        self.check(offset, buf.len() as u64)?;
+        let vol = &self.vol;
+        let links = vol.links.read();
+        for span in vol.geometry.spans(offset, buf.len() as u64) {
+            let out = &mut buf[span.buf_offset as usize..(span.buf_offset + span.len) as usize];
+            let _stripe = self.inner.locks.shared(span.track);
+            if let Some(p) = vol.cache.lock().get(&span.track) {
+                if p.covers(span.in_track, span.len) {
+                    p.overlay(span.in_track, out);
+                    continue;
+                }
+            }
+            let file: &Arc<dyn BlockFile> = match links.target_of.as_ref() {
+                Some(rel) if rel.failed.load(Ordering::Acquire) => {
+                    return Err(IoError::TargetFailed(vol.name.clone()));
+                }
+                Some(rel) if !rel.bitmap.get(span.track) => &rel.source.file,
+                _ => &vol.file,
+            };
+            file.read_at(out, offset + span.buf_offset)
+                .map_err(|e| self.read_err(e))?;
+            if let Some(p) = vol.cache.lock().get(&span.track) {
+                p.overlay(span.in_track, out);
+            }
+        }
+        Ok(())
+    }
+
+    pub fn write(&self, offset: u64, data: &[u8], fua: bool) -> Result<(), IoError> {
+        self.check(offset, data.len() as u64)?;
+        self.write_unchecked(offset, data)?;
+        if fua {
+            self.flush_range(offset, data.len() as u64)?;
+        }
+        Ok(())
+    }
+
+    fn write_unchecked(&self, offset: u64, data: &[u8]) -> Result<(), IoError> {
+        let inner = &self.inner;
+        let vol = &self.vol;
+        // Reserve cache space before taking any lock: waiting for the destager while holding
+        // the gate could deadlock against an admin operation queued on it.
+        inner.budget.reserve(data.len() as u64, &|| inner.kick());
+        let mut unused = data.len() as u64;
+        let mut kick = false;
+        let result = (|| {
+            let links = vol.links.read();
+            for span in vol.geometry.spans(offset, data.len() as u64) {
+                let piece = &data[span.buf_offset as usize..(span.buf_offset + span.len) as usize];
+                let _stripe = inner.locks.shared(span.track);
+                let mut cache = vol.cache.lock();
+                if let Some(p) = cache.get_mut(&span.track) {
+                    unused -= p.insert(span.in_track, piece).max(0) as u64;
+                    continue;
+                }
+                if links.write_through_ok(span.track) {
+                    drop(cache);
+                    vol.file
+                        .write_at(piece, offset + span.buf_offset)
+                        .map_err(|e| map_write_err(&vol.name, e))?;
+                    continue;
+                }
+                let mut p = PendingTrack::default();
+                unused -= p.insert(span.in_track, piece).max(0) as u64;
+                cache.insert(span.track, p);
+                kick = true;
+            }
+            Ok(())
+        })();
+        inner.budget.release(unused);
+        if kick {
+            inner.kick();
+        }
+        result
+    }
+
+    /// Everything acknowledged on this volume before the call is durable when it returns.
+    pub fn flush(&self) -> Result<(), IoError> {
+        self.check(0, 0)?;
+        {
+            let links = self.vol.links.read();
+            self.inner.destage_all(&self.vol, &links)?;
+        }
+        self.sync_file()
+    }
+
+    /// Flushes what a FUA write covered: its tracks' cached data, then the file.
+    fn flush_range(&self, offset: u64, len: u64) -> Result<(), IoError> {
+        let g = self.vol.geometry;
+        let first = offset / g.track_size;
+        let last = (offset + len.max(1) - 1) / g.track_size;
+        {
+            let links = self.vol.links.read();
+            self.inner.destage_range(&self.vol, &links, first, last)?;
+        }
+        self.sync_file()
+    }
+
+    fn sync_file(&self) -> Result<(), IoError> {
+        if let Some(e) = self.vol.write_error.lock().take() {
+            return Err(IoError::Storage {
+                name: self.vol.name.clone(),
+                source: std::io::Error::other(format!("an earlier destage failed: {e}")),
+            });
+        }
+        self.vol
+            .file
+            .sync()
+            .map_err(|e| map_write_err(&self.vol.name, e))
+    }
+
+    /// Zeroes a range. With `punch`, space may be deallocated (TRIM, or WRITE_ZEROES without
+    /// NO_HOLE); reads return zeros either way.
+    pub fn write_zeroes(&self, offset: u64, len: u64, punch: bool, fua: bool) -> Result<(), IoError> {
+        self.check(offset, len)?;
+        let vol = &self.vol;
+        let fast = punch && {
+            let links = vol.links.read();
+            links.is_empty() && vol.cache.lock().is_empty()
+        };
+        if fast {
+            // No relationship and nothing cached: nothing can route through these bytes.
+            let links = vol.links.read();
+            if links.is_empty() {
+                vol.file
+                    .punch_hole(offset, len)
+                    .map_err(|e| map_write_err(&vol.name, e))?;
+            } else {
+                drop(links);
+                self.zero_by_writes(offset, len)?;
+            }
+        } else {
+            self.zero_by_writes(offset, len)?;
+        }
+        if fua {
+            self.flush_range(offset, len)?;
+        }
+        Ok(())
+    }
+
+    fn zero_by_writes(&self, offset: u64, len: u64) -> Result<(), IoError> {
+        const CHUNK: u64 = 1 << 20;
+        let zeros = vec![0u8; CHUNK.min(len) as usize];
+        let mut pos = offset;
+        while pos < offset + len {
+            let n = CHUNK.min(offset + len - pos);
+            self.write_unchecked(pos, &zeros[..n as usize])?;
+            pos += n;
+        }
+        Ok(())
+    }
+
+    /// Allocation of a prefix of `[offset, offset+len)`: what the volume's view reads from. For
+    /// a target track not yet copied that is the source's allocation.
+    pub fn block_status(&self, offset: u64, len: u64) -> Result<Vec<Extent>, IoError> {
+        self.check(offset, len)?;
+        let vol = &self.vol;
+        let g = vol.geometry;
+        let links = vol.links.read();
+        let mut extents: Vec<Extent> = Vec::new();
+        let mut push = |length: u64, allocated: bool| match extents.last_mut() {
+            Some(last) if last.allocated == allocated => last.length += length,
+            _ => extents.push(Extent { length, allocated }),
+        };
+        let end = offset + len;
+        if links.target_of.is_none() && vol.cache.lock().is_empty() {
+            let mut pos = offset;
+            while pos < end {
+                match vol.file.next_data(pos, end).map_err(|e| self.read_err(e))? {
+                    Some((s, e)) => {
+                        if s > pos {
+                            push(s - pos, false);
+                        }
+                        push(e - s, true);
+                        pos = e;
+                    }
+                    None => {
+                        push(end - pos, false);
+                        pos = end;
+                    }
+                }
+            }
+            return Ok(extents);
+        }
+        let mut pos = offset;
+        let mut tracks = 0;
+        while pos < end && tracks < BLOCK_STATUS_MAX_TRACKS {
+            let track = pos / g.track_size;
+            let track_end = (g.track_start(track) + g.track_len(track)).min(end);
+            let file: &Arc<dyn BlockFile> = match links.target_of.as_ref() {
+                Some(rel) if !rel.bitmap.get(track) => &rel.source.file,
+                _ => &vol.file,
+            };
+            let cached = vol.cache.lock().contains_key(&track);
+            let allocated = cached
+                || file
+                    .next_data(pos, track_end)
+                    .map_err(|e| self.read_err(e))?
+                    .is_some();
+            push(track_end - pos, allocated);
+            pos = track_end;
+            tracks += 1;
+        }
+        Ok(extents)
+    }
+}

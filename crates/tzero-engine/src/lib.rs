@@ -1,0 +1,26 @@
+//! tzero's FlashCopy engine.
+//!
+//! A synchronous core with no async runtime: volumes in sparse files, FlashCopy relationships
+//! with lazily allocated control bitmaps, the seed's I/O routing rules, a bounded write cache with
+//! copy-on-write at destage, a background copier, and a redb catalog that makes all of it
+//! survive `kill -9` and power loss. See ARCHITECTURE.md for the invariants.
+
+pub mod bitmap;
+pub mod cache;
+pub mod catalog;
+mod copier;
+mod destage;
+mod engine;
+pub mod error;
+pub mod geometry;
+mod io;
+mod locks;
+mod relationship;
+pub mod storage;
+mod volume;
+
+pub use engine::{Engine, EngineConfig};
+pub use error::{CatalogError, FlashError, IoError, OpenError, VolumeError};
+pub use io::{Extent, VolumeHandle};
+pub use relationship::{FlashInfo, FlashOptions, FlashState, MAX_TARGETS_PER_SOURCE};
+pub use volume::VolumeInfo;
