@@ -464,7 +464,10 @@ impl Engine {
             .storage
             .open(&file_name, true)
             .map_err(storage_err(name))?;
-        let sized = file.set_len(0).and_then(|()| file.set_len(capacity));
+        let sized = file
+            .set_len(0)
+            .and_then(|()| file.set_len(capacity))
+            .and_then(|()| file.sync());
         if let Err(e) = sized {
             let _ = inner.storage.remove(&file_name);
             return Err(storage_err(name)(e));
@@ -746,7 +749,7 @@ impl Engine {
     pub fn flush_all(&self) -> Result<(), IoError> {
         let volumes: Vec<Arc<Volume>> = self.inner.registry.read().volumes.values().cloned().collect();
         for vol in &volumes {
-            VolumeHandle::new(self.inner.clone(), vol.clone()).flush()?;
+            VolumeHandle::new(self.inner.clone(), vol.clone()).flush_unchecked()?;
         }
         let rels: Vec<Arc<Rel>> = self.inner.registry.read().rels.values().cloned().collect();
         self.inner.persist(&rels)

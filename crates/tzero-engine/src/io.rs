@@ -162,6 +162,12 @@ impl VolumeHandle {
     /// Everything acknowledged on this volume before the call is durable when it returns.
     pub fn flush(&self) -> Result<(), IoError> {
         self.check(0, 0)?;
+        self.flush_unchecked()
+    }
+
+    /// Flush without the shutdown check, for the engine's own final flush.
+    pub(crate) fn flush_unchecked(&self) -> Result<(), IoError> {
+        self.inner.check_poison()?;
         {
             let links = self.vol.links.read();
             self.inner.destage_all(&self.vol, &links)?;

@@ -171,6 +171,9 @@ impl MemFile {
             }
         }
         s.len = s.durable_len;
+        // Pages past the surviving length are gone with it, as on a real file system.
+        let first_gone = s.len.div_ceil(PAGE);
+        s.durable.retain(|index, _| *index < first_gone);
     }
 
     fn reserve_page(&self, s: &FileState, index: u64) -> io::Result<()> {
