@@ -24,6 +24,8 @@ struct Controls {
     /// Total pages (durable or volatile) allowed across all files; 0 means unlimited.
     page_limit: AtomicU64,
     pages_used: AtomicU64,
+    /// A file whose new pages fail with ENOSPC, as if it lived on a full disk of its own.
+    full_file: Mutex<Option<String>>,
 }
 
 impl Controls {
@@ -80,6 +82,16 @@ impl MemStorage {
         self.controls.page_limit.store(pages, Ordering::SeqCst);
     }
 
+    /// Makes allocations in file `name` fail with ENOSPC (None lifts it).
+    pub fn set_full_file(&self, name: Option<&str>) {
+        *self.controls.full_file.lock() = name.map(str::to_string);
+    }
+
+    /// Pages held by all files now.
+    pub fn pages_used(&self) -> u64 {
+        self.controls.pages_used.load(Ordering::SeqCst)
+    }
+
     /// Loses what was not synced and turns the power back on. `keep` decides, per unsynced page
     /// (file name, page index), whether the disk happened to write it anyway.
     pub fn power_cut(&self, keep: &mut dyn FnMut(&str, u64) -> bool) {
@@ -105,6 +117,7 @@ impl Storage for MemStorage {
         }
         self.controls.tick()?;
         let f = Arc::new(MemFile {
+            name: name.to_string(),
             state: Mutex::new(FileState::default()),
             controls: self.controls.clone(),
         });
@@ -143,6 +156,7 @@ impl FileState {
 /// One in-memory file.
 #[derive(Debug)]
 pub struct MemFile {
+    name: String,
     state: Mutex<FileState>,
     controls: Arc<Controls>,
 }
@@ -179,6 +193,9 @@ impl MemFile {
     fn reserve_page(&self, s: &FileState, index: u64) -> io::Result<()> {
         if s.durable.contains_key(&index) || matches!(s.volatile.get(&index), Some(Some(_))) {
             return Ok(());
+        }
+        if self.controls.full_file.lock().as_deref() == Some(self.name.as_str()) {
+            return Err(io::Error::from_raw_os_error(28));
         }
         let limit = self.controls.page_limit.load(Ordering::SeqCst);
         let used = self.controls.pages_used.fetch_add(1, Ordering::SeqCst);

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The README's test command: installs the real NBD clients the integration tests drive
+# (qemu-io/qemu-img, nbdinfo/nbdcopy, nbdkit, fio) when they are missing, then runs every test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+for pair in qemu-utils:qemu-io qemu-utils:qemu-img libnbd-bin:nbdinfo libnbd-bin:nbdcopy nbdkit:nbdkit fio:fio; do
+  command -v "${pair#*:}" >/dev/null 2>&1 || missing+=("${pair%%:*}")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  echo "installing: ${missing[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+cargo test --workspace --release "$@"
