@@ -11,6 +11,7 @@
 //! writer waits for the destager when it is full, holding no lock while it waits.
 
 use parking_lot::{Condvar, Mutex};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 /// The pending writes of one track: sorted, non-overlapping `(offset in track, bytes)` extents.
 #[derive(Debug, Default, Clone)]
@@ -81,10 +82,15 @@ impl PendingTrack {
 }
 
 /// Bounds the bytes held by the write cache across all volumes.
+///
+/// Reserving is one compare-and-swap while there is room; only a writer that must wait touches
+/// the mutex and condition variable.
 #[derive(Debug)]
 pub struct CacheBudget {
     limit: u64,
-    used: Mutex<u64>,
+    used: AtomicU64,
+    waiters: AtomicUsize,
+    lock: Mutex<()>,
     freed: Condvar,
 }
 
@@ -92,35 +98,60 @@ impl CacheBudget {
     pub fn new(limit: u64) -> Self {
         CacheBudget {
             limit,
-            used: Mutex::new(0),
+            used: AtomicU64::new(0),
+            waiters: AtomicUsize::new(0),
+            lock: Mutex::new(()),
             freed: Condvar::new(),
         }
     }
 
-    /// Reserves `bytes`, waiting while the cache is full. A single request larger than the whole
-    /// cache is admitted once the cache is empty, so it can never wait forever.
-    /// `kick` is called before each wait to wake the destager.
+    fn try_reserve(&self, bytes: u64) -> bool {
+        let mut used = self.used.load(Ordering::Acquire);
+        loop {
+            // A request larger than the whole cache is admitted once the cache is empty, so it
+            // can never wait forever.
+            if used > 0 && used + bytes > self.limit {
+                return false;
+            }
+            match self
+                .used
+                .compare_exchange_weak(used, used + bytes, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return true,
+                Err(now) => used = now,
+            }
+        }
+    }
+
+    /// Reserves `bytes`, waiting while the cache is full. `kick` wakes the destager.
     pub fn reserve(&self, bytes: u64, kick: &dyn Fn()) {
-        let mut used = self.used.lock();
-        while *used > 0 && *used + bytes > self.limit {
+        if self.try_reserve(bytes) {
+            return;
+        }
+        self.waiters.fetch_add(1, Ordering::AcqRel);
+        let mut guard = self.lock.lock();
+        while !self.try_reserve(bytes) {
             kick();
             self.freed
-                .wait_for(&mut used, std::time::Duration::from_millis(50));
+                .wait_for(&mut guard, std::time::Duration::from_millis(20));
         }
-        *used += bytes;
+        drop(guard);
+        self.waiters.fetch_sub(1, Ordering::AcqRel);
     }
 
     pub fn release(&self, bytes: u64) {
         if bytes == 0 {
             return;
         }
-        let mut used = self.used.lock();
-        *used = used.saturating_sub(bytes);
-        self.freed.notify_all();
+        self.used.fetch_sub(bytes, Ordering::AcqRel);
+        if self.waiters.load(Ordering::Acquire) > 0 {
+            let _guard = self.lock.lock();
+            self.freed.notify_all();
+        }
     }
 
     pub fn used(&self) -> u64 {
-        *self.used.lock()
+        self.used.load(Ordering::Acquire)
     }
 
     pub fn limit(&self) -> u64 {

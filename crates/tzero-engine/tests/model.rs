@@ -302,8 +302,11 @@ impl Harness {
                 let complete = info.out_of_sync_tracks == 0 && info.state != FlashState::Failed;
                 self.engine().withdraw(&name(src), &name(*tgt)).expect("withdraw");
                 self.model.rels.remove(tgt);
-                if !complete {
-                    assert!(self.engine().volume(&name(*tgt)).unwrap().contents_undefined);
+                // Withdraw destages first, which may complete the copy (writes that covered
+                // every remaining track); a copy complete before it must stay defined.
+                let undefined = self.engine().volume(&name(*tgt)).unwrap().contents_undefined;
+                assert!(!(complete && undefined), "complete copy to v{tgt} marked undefined");
+                if undefined {
                     self.adopt_undefined(*tgt);
                 }
             }
