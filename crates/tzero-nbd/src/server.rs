@@ -1,0 +1,234 @@
+//! Accepting connections, per-connection limits and graceful shutdown.
+//!
+//! Shutdown is signalled through a `watch::Receiver<bool>`: once it reads
+//! `true` the listener stops accepting, connections still negotiating are
+//! closed, and connections in transmission stop reading new requests, answer
+//! the ones in flight and close. [`NbdServer::serve`] returns when every
+//! connection has ended, or after [`ServerConfig::shutdown_grace`], whichever
+//! comes first.
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+use tracing::{debug, info, warn};
+
+use crate::device::ExportProvider;
+use crate::error::ConnError;
+use crate::handshake::{self, Outcome};
+use crate::transmission;
+
+/// Tunables; the defaults suit a local daemon.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Connections served at once; further ones are closed at accept.
+    pub max_connections: usize,
+    /// Time a client has to finish the whole handshake.
+    pub handshake_timeout: Duration,
+    /// Longest a client may sit idle between requests; `None` waits forever
+    /// (an idle block device is normal).
+    pub idle_timeout: Option<Duration>,
+    /// Once the first byte of a request arrived, time allowed for the rest
+    /// of its header and payload.
+    pub request_timeout: Duration,
+    /// Requests in flight per connection before we stop reading.
+    pub max_inflight_requests: usize,
+    /// READ/WRITE payload bytes in flight per connection before we stop
+    /// reading (never less than one maximal 32 MiB request).
+    pub max_inflight_bytes: usize,
+    /// Largest option payload we accept during negotiation.
+    pub max_option_len: u32,
+    /// Largest oversized option or rejected write payload we read and throw
+    /// away to stay in sync; anything larger drops the connection.
+    pub max_discard_len: u64,
+    /// How long [`NbdServer::serve`] waits for connections after shutdown.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: 256,
+            handshake_timeout: Duration::from_secs(10),
+            idle_timeout: None,
+            request_timeout: Duration::from_secs(30),
+            max_inflight_requests: 64,
+            max_inflight_bytes: 128 * 1024 * 1024,
+            max_option_len: 64 * 1024,
+            max_discard_len: 64 * 1024 * 1024,
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// An NBD server over an [`ExportProvider`]. Cheap to clone.
+#[derive(Clone)]
+pub struct NbdServer {
+    provider: Arc<dyn ExportProvider>,
+    config: Arc<ServerConfig>,
+}
+
+/// Resolves once the shutdown flag is `true`. If the sender is dropped
+/// without ever sending `true`, it never resolves.
+pub(crate) async fn wait_shutdown(rx: &mut watch::Receiver<bool>) {
+    loop {
+        if *rx.borrow() {
+            return;
+        }
+        if rx.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+impl NbdServer {
+    pub fn new(provider: Arc<dyn ExportProvider>, config: ServerConfig) -> Self {
+        Self {
+            provider,
+            config: Arc::new(config),
+        }
+    }
+
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
+    /// Accepts TCP connections until shutdown, then waits (bounded) for the
+    /// connections to finish. Accept errors are logged and retried, so this
+    /// only returns once shut down.
+    pub async fn serve(
+        &self,
+        listener: TcpListener,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> io::Result<()> {
+        let limit = Arc::new(Semaphore::new(self.config.max_connections.max(1)));
+        let mut conns = JoinSet::new();
+        loop {
+            tokio::select! {
+                biased;
+                () = wait_shutdown(&mut shutdown) => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        let Ok(permit) = Arc::clone(&limit).try_acquire_owned() else {
+                            warn!(%peer, "connection limit reached; closing");
+                            continue;
+                        };
+                        let this = self.clone();
+                        let sd = shutdown.clone();
+                        conns.spawn(async move {
+                            let _permit = permit;
+                            debug!(%peer, "connected");
+                            match this.serve_tcp(stream, sd).await {
+                                Ok(()) => debug!(%peer, "disconnected"),
+                                Err(e) => info!(%peer, error = %e, "connection ended"),
+                            }
+                        });
+                    }
+                    Err(e) => {
+                        // EMFILE and friends: back off instead of spinning.
+                        warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+                Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            }
+        }
+        drop(listener);
+        let drained = tokio::time::timeout(self.config.shutdown_grace, async {
+            while conns.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            warn!(
+                remaining = conns.len(),
+                "shutdown grace expired; aborting connections"
+            );
+            conns.abort_all();
+            while conns.join_next().await.is_some() {}
+        }
+        Ok(())
+    }
+
+    /// Serves one TCP connection (split without locking, `TCP_NODELAY`).
+    pub async fn serve_tcp(
+        &self,
+        stream: TcpStream,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<(), ConnError> {
+        // Replies are small and latency-bound; never wait for Nagle.
+        stream.set_nodelay(true)?;
+        let (r, w) = stream.into_split();
+        self.run(r, w, shutdown).await
+    }
+
+    /// Serves one connection over any byte stream (duplex pipes, unix
+    /// sockets, ...). Returns when the client leaves or on shutdown.
+    pub async fn serve_connection<S>(
+        &self,
+        stream: S,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<(), ConnError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send,
+    {
+        let (r, w) = tokio::io::split(stream);
+        self.run(r, w, shutdown).await
+    }
+
+    async fn run<R, W>(
+        &self,
+        r: R,
+        mut w: W,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Result<(), ConnError>
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        let mut reader = BufReader::with_capacity(128 * 1024, r);
+        let cfg = &*self.config;
+        let negotiated = tokio::select! {
+            biased;
+            () = wait_shutdown(&mut shutdown) => return Ok(()),
+            res = tokio::time::timeout(
+                cfg.handshake_timeout,
+                handshake::negotiate(&mut reader, &mut w, &*self.provider, cfg),
+            ) => res.map_err(|_| ConnError::Timeout("handshake"))??,
+        };
+        match negotiated {
+            Outcome::Closed => Ok(()),
+            Outcome::Go(neg) => transmission::run(reader, w, neg, cfg, shutdown).await,
+        }
+    }
+}
+
+/// Serves `listener` with the default configuration until `shutdown` is
+/// `true`; see [`NbdServer::serve`].
+pub async fn serve(
+    listener: TcpListener,
+    provider: Arc<dyn ExportProvider>,
+    shutdown: watch::Receiver<bool>,
+) -> io::Result<()> {
+    NbdServer::new(provider, ServerConfig::default())
+        .serve(listener, shutdown)
+        .await
+}
+
+/// Serves one connection with the default configuration; see
+/// [`NbdServer::serve_connection`].
+pub async fn serve_connection<S>(
+    stream: S,
+    provider: Arc<dyn ExportProvider>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), ConnError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    NbdServer::new(provider, ServerConfig::default())
+        .serve_connection(stream, shutdown)
+        .await
+}
