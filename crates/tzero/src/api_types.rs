@@ -1,0 +1,183 @@
+//! JSON types of the HTTP API (`/v1`), shared by the server and the client.
+//!
+//! These mirror the engine's info structs instead of re-exporting them, so a
+//! change inside the engine cannot silently change the wire format: the
+//! conversions below are the only coupling, and a renamed engine field breaks
+//! the build here rather than a client in the field.
+
+use serde::{Deserialize, Serialize};
+
+/// Version prefix of every route.
+pub const API_PREFIX: &str = "/v1";
+
+/// A volume (`GET /v1/volumes`, `GET /v1/volumes/{name}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Volume {
+    pub name: String,
+    pub capacity_bytes: u64,
+    pub track_size: u64,
+    /// Bytes actually stored for this volume (sparse files store less).
+    pub allocated_bytes: u64,
+    /// Creation time, milliseconds since the Unix epoch.
+    pub created_ms: u64,
+    /// Targets of the relationships this volume is the source of.
+    #[serde(default)]
+    pub source_of: Vec<String>,
+    /// Source of the relationship this volume is the target of.
+    #[serde(default)]
+    pub target_of: Option<String>,
+    /// Set when the volume was the target of a relationship withdrawn or
+    /// failed before its copy completed: its contents are a mix of T0 and
+    /// earlier data.
+    #[serde(default)]
+    pub contents_undefined: bool,
+}
+
+impl From<tzero_engine::VolumeInfo> for Volume {
+    fn from(v: tzero_engine::VolumeInfo) -> Self {
+        Volume {
+            name: v.name,
+            capacity_bytes: v.capacity_bytes,
+            track_size: v.track_size,
+            allocated_bytes: v.allocated_bytes,
+            created_ms: v.created_ms,
+            source_of: v.source_of,
+            target_of: v.target_of,
+            contents_undefined: v.contents_undefined,
+        }
+    }
+}
+
+/// `POST /v1/volumes`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateVolume {
+    pub name: String,
+    pub capacity_bytes: u64,
+    /// Defaults to 64 KiB, the DS8000 fixed-block track.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub track_size: Option<u64>,
+}
+
+/// State of a FlashCopy relationship.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FlashState {
+    /// Background copy in progress.
+    Copying,
+    /// No background copy: tracks are copied only when the source is written.
+    NoCopy,
+    /// Every track copied; only persistent relationships stay in this state.
+    Copied,
+    /// The relationship failed; the target cannot be read.
+    Failed,
+}
+
+impl From<tzero_engine::FlashState> for FlashState {
+    fn from(s: tzero_engine::FlashState) -> Self {
+        match s {
+            tzero_engine::FlashState::Copying => FlashState::Copying,
+            tzero_engine::FlashState::NoCopy => FlashState::NoCopy,
+            tzero_engine::FlashState::Copied => FlashState::Copied,
+            tzero_engine::FlashState::Failed => FlashState::Failed,
+        }
+    }
+}
+
+impl FlashState {
+    /// The name used in JSON and tables.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FlashState::Copying => "copying",
+            FlashState::NoCopy => "no_copy",
+            FlashState::Copied => "copied",
+            FlashState::Failed => "failed",
+        }
+    }
+}
+
+/// A FlashCopy relationship (`GET /v1/flash`, `GET /v1/flash/{source}/{target}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Flash {
+    pub id: u64,
+    pub source: String,
+    pub target: String,
+    pub background_copy: bool,
+    pub persistent: bool,
+    /// Background copy rate limit in bytes per second; 0 means unlimited.
+    pub copy_rate: u64,
+    pub state: FlashState,
+    /// Tracks not yet copied to the target.
+    pub out_of_sync_tracks: u64,
+    pub total_tracks: u64,
+    pub track_size: u64,
+    /// T0: when the relationship was established, ms since the Unix epoch.
+    pub created_ms: u64,
+    /// Last time the bitmaps were made durable, ms since the Unix epoch.
+    pub synced_ms: u64,
+    #[serde(default)]
+    pub failure: Option<String>,
+}
+
+impl From<tzero_engine::FlashInfo> for Flash {
+    fn from(f: tzero_engine::FlashInfo) -> Self {
+        Flash {
+            id: f.id,
+            source: f.source,
+            target: f.target,
+            background_copy: f.background_copy,
+            persistent: f.persistent,
+            copy_rate: f.copy_rate,
+            state: f.state.into(),
+            out_of_sync_tracks: f.out_of_sync_tracks,
+            total_tracks: f.total_tracks,
+            track_size: f.track_size,
+            created_ms: f.created_ms,
+            synced_ms: f.synced_ms,
+            failure: f.failure,
+        }
+    }
+}
+
+/// `POST /v1/flash`: establish a relationship (DSCLI `mkflash`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Establish {
+    pub source: String,
+    pub target: String,
+    /// Copy every track in the background (DSCLI default); false is `-nocp`.
+    #[serde(default = "default_true")]
+    pub background_copy: bool,
+    /// Keep the relationship after the copy completes (`-persist`).
+    #[serde(default)]
+    pub persistent: bool,
+    /// Bytes per second, 0 = unlimited.
+    #[serde(default)]
+    pub copy_rate: u64,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// `PUT /v1/flash/{source}/{target}/rate`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetRate {
+    /// Bytes per second, 0 = unlimited.
+    pub copy_rate: u64,
+}
+
+/// Body of every error response.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// A stable, machine-readable `code` (snake_case, never reworded) and a
+/// message for people (may change between versions).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    pub code: String,
+    pub message: String,
+}

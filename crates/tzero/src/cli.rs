@@ -1,0 +1,664 @@
+//! The command line: DSCLI verbs (`mkfbvol`, `lsflash -l`, ...) over the API.
+//!
+//! Everything the CLI can check by itself (sizes, `SRC:TGT` syntax, URLs) is
+//! checked while parsing, before any request is sent, so a typo never
+//! half-applies a command. Exit codes: 0 success, 1 an operation failed
+//! (each failure printed as one `tzero: error: ...` line), 2 usage error.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::api_types::{CreateVolume, Establish, Flash, FlashState, Volume};
+use crate::client::{parse_api_addr, Client, ClientError, Endpoint};
+use crate::output::{flash_table, print_json, volume_table};
+use crate::units::{format_size, parse_size};
+
+/// Default TCP address of the API.
+pub const DEFAULT_API_ADDR: &str = "127.0.0.1:10810";
+/// Default NBD listen address (10809 is NBD's IANA port).
+pub const DEFAULT_NBD_ADDR: &str = "127.0.0.1:10809";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tzero",
+    version,
+    about = "FlashCopy (point-in-time copy) volumes served over NBD, managed with DSCLI verbs",
+    long_about = "FlashCopy (point-in-time copy) volumes served over NBD, managed with DSCLI verbs.\n\n\
+        `tzero serve` runs the daemon; every other command talks to it, through the unix socket \
+        DATA/tzero.sock by default or over TCP with --api URL --token TOKEN."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags accepted before or after the verb.
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Data directory: where `serve` keeps volumes, and where other commands
+    /// find its socket (DIR/tzero.sock).
+    #[arg(
+        long,
+        global = true,
+        env = "TZERO_DATA",
+        default_value = "./tzero-data",
+        value_name = "DIR"
+    )]
+    pub data: PathBuf,
+    /// For `serve`: the API's TCP listen address [default: 127.0.0.1:10810].
+    /// For other commands: the daemon's URL (http://HOST:PORT), used instead
+    /// of the unix socket.
+    #[arg(long, global = true, env = "TZERO_API", value_name = "URL", value_parser = api_addr)]
+    pub api: Option<String>,
+    /// API token for --api (default: read from DIR/api-token when readable).
+    #[arg(
+        long,
+        global = true,
+        env = "TZERO_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub token: Option<String>,
+    /// Print JSON (arrays of API objects) instead of tables and messages.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon: NBD server, HTTP API and the FlashCopy engine.
+    Serve(ServeArgs),
+    /// Create fixed-block volumes.
+    Mkfbvol(MkfbvolArgs),
+    /// List volumes.
+    Lsfbvol(LsfbvolArgs),
+    /// Delete volumes.
+    Rmfbvol(RmfbvolArgs),
+    /// Establish FlashCopy relationships (T0 is now).
+    Mkflash(MkflashArgs),
+    /// List FlashCopy relationships.
+    Lsflash(LsflashArgs),
+    /// Withdraw FlashCopy relationships.
+    Rmflash(PairsArgs),
+    /// Change a FlashCopy relationship: `--cp` starts the background copy of
+    /// a NOCOPY relationship.
+    Chflash(ChflashArgs),
+    /// Set the background copy rate of FlashCopy relationships.
+    Setflashrate(SetflashrateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// NBD listen address.
+    #[arg(long, default_value = DEFAULT_NBD_ADDR, value_name = "ADDR")]
+    pub nbd: String,
+    /// Write cache size (e.g. 256MiB).
+    #[arg(long, value_name = "SIZE", value_parser = size)]
+    pub cache: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct MkfbvolArgs {
+    /// Capacity of each volume, e.g. 10GiB (binary units: K, M, G, T).
+    #[arg(long, value_name = "SIZE", value_parser = size)]
+    pub cap: u64,
+    /// Track size: the unit of copy, a power of two from 4KiB to 1MiB.
+    #[arg(long, value_name = "SIZE", value_parser = size)]
+    pub track_size: Option<u64>,
+    /// Names of the volumes to create.
+    #[arg(required = true, value_name = "NAME")]
+    pub names: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct LsfbvolArgs {
+    /// Also show allocated bytes, FlashCopy roles and data state.
+    #[arg(short = 'l', long = "long")]
+    pub long: bool,
+    /// Only these volumes.
+    #[arg(value_name = "NAME")]
+    pub names: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RmfbvolArgs {
+    /// Withdraw the volumes' FlashCopy relationships first.
+    #[arg(long)]
+    pub force: bool,
+    #[arg(required = true, value_name = "NAME")]
+    pub names: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct MkflashArgs {
+    /// No background copy: tracks reach the target only when the source is
+    /// written (DSCLI -nocp).
+    #[arg(long)]
+    pub nocp: bool,
+    /// Keep the relationship after the background copy completes.
+    #[arg(long)]
+    pub persist: bool,
+    /// Background copy rate limit in bytes per second (e.g. 64MiB); 0 = unlimited.
+    #[arg(long, value_name = "BYTES_PER_S", value_parser = size, default_value = "0")]
+    pub rate: u64,
+    /// Wait until the background copy completes, showing progress on a terminal.
+    #[arg(long)]
+    pub wait: bool,
+    /// Relationships as SOURCE:TARGET.
+    #[arg(required = true, value_name = "SRC:TGT", value_parser = pair)]
+    pub pairs: Vec<Pair>,
+}
+
+#[derive(Debug, Args)]
+pub struct LsflashArgs {
+    /// DSCLI's long listing (lsflash -l).
+    #[arg(short = 'l', long = "long")]
+    pub long: bool,
+    /// Only these relationships.
+    #[arg(value_name = "SRC:TGT", value_parser = pair)]
+    pub pairs: Vec<Pair>,
+}
+
+#[derive(Debug, Args)]
+pub struct PairsArgs {
+    #[arg(required = true, value_name = "SRC:TGT", value_parser = pair)]
+    pub pairs: Vec<Pair>,
+}
+
+#[derive(Debug, Args)]
+pub struct ChflashArgs {
+    /// Start the background copy of a NOCOPY relationship (NOCOPY → COPY).
+    #[arg(long, required = true)]
+    pub cp: bool,
+    /// Wait until the background copy completes.
+    #[arg(long)]
+    pub wait: bool,
+    #[arg(required = true, value_name = "SRC:TGT", value_parser = pair)]
+    pub pairs: Vec<Pair>,
+}
+
+#[derive(Debug, Args)]
+pub struct SetflashrateArgs {
+    /// New rate limit in bytes per second (e.g. 64MiB); 0 = unlimited.
+    #[arg(long, required = true, value_name = "BYTES_PER_S", value_parser = size)]
+    pub rate: u64,
+    #[arg(required = true, value_name = "SRC:TGT", value_parser = pair)]
+    pub pairs: Vec<Pair>,
+}
+
+/// A `SOURCE:TARGET` volume pair.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pair {
+    pub source: String,
+    pub target: String,
+}
+
+impl std::fmt::Display for Pair {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.source, self.target)
+    }
+}
+
+/// Parses `SRC:TGT`: exactly one colon, both names non-empty. Names are
+/// otherwise checked by the engine, which owns the naming rule.
+pub fn pair(s: &str) -> Result<Pair, String> {
+    let err = || format!("expected SOURCE:TARGET, got {s:?}");
+    let (source, target) = s.split_once(':').ok_or_else(err)?;
+    if source.is_empty() || target.is_empty() || target.contains(':') {
+        return Err(err());
+    }
+    if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(err());
+    }
+    Ok(Pair {
+        source: source.to_owned(),
+        target: target.to_owned(),
+    })
+}
+
+fn size(s: &str) -> Result<u64, String> {
+    parse_size(s).map_err(|e| e.to_string())
+}
+
+fn api_addr(s: &str) -> Result<String, String> {
+    parse_api_addr(s).map_err(|e| e.to_string())
+}
+
+/// Prints a clap error as one `tzero: error:` line (help and version print
+/// normally) and returns its exit code.
+pub fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    match e.kind() {
+        ErrorKind::DisplayHelp
+        | ErrorKind::DisplayVersion
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = e.print();
+            ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2))
+        }
+        _ => {
+            let rendered = e.render().to_string();
+            let line = rendered.lines().next().unwrap_or("invalid usage");
+            let line = line.strip_prefix("error: ").unwrap_or(line);
+            eprintln!("tzero: error: {line} (see 'tzero --help')");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// `println!` that fails (instead of panicking) when stdout is closed, e.g.
+/// `tzero lsfbvol | head -1`.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        writeln!(std::io::stdout().lock(), $($arg)*)?
+    };
+}
+
+/// Prints one failed operation.
+fn report(e: &anyhow::Error) {
+    eprintln!("tzero: error: {e:#}");
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve(args) => {
+            crate::serve::run(crate::serve::ServeConfig {
+                data: cli.global.data,
+                api_addr: cli
+                    .global
+                    .api
+                    .unwrap_or_else(|| DEFAULT_API_ADDR.to_owned()),
+                nbd_addr: args.nbd,
+                cache_bytes: args.cache,
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        command => {
+            let client = Client::new(endpoint(&cli.global));
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            let json = cli.global.json;
+            rt.block_on(run_client(&client, command, json))
+        }
+    }
+}
+
+/// The unix socket unless `--api` names a TCP address; the token comes from
+/// `--token`/`TZERO_TOKEN` or, on the daemon's own host, its token file.
+fn endpoint(g: &Global) -> Endpoint {
+    match &g.api {
+        None => Endpoint::Unix(g.data.join("tzero.sock")),
+        Some(addr) => Endpoint::Tcp {
+            addr: addr.clone(),
+            token: g.token.clone().or_else(|| read_token_file(&g.data)),
+        },
+    }
+}
+
+fn read_token_file(data: &Path) -> Option<String> {
+    let t = std::fs::read_to_string(data.join("api-token")).ok()?;
+    let t = t.trim();
+    (!t.is_empty()).then(|| t.to_owned())
+}
+
+/// Runs each item of a multi-item verb, printing each failure as it
+/// happens, and fails the command if any item failed.
+struct Batch {
+    failed: bool,
+}
+
+impl Batch {
+    fn new() -> Self {
+        Batch { failed: false }
+    }
+
+    fn record<T>(&mut self, r: Result<T, ClientError>) -> Option<T> {
+        match r {
+            Ok(v) => Some(v),
+            Err(e) => {
+                report(&anyhow::Error::new(e));
+                self.failed = true;
+                None
+            }
+        }
+    }
+
+    fn exit(&self) -> ExitCode {
+        if self.failed {
+            ExitCode::from(1)
+        } else {
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+async fn run_client(client: &Client, command: Command, json: bool) -> anyhow::Result<ExitCode> {
+    let mut batch = Batch::new();
+    match command {
+        // `run` starts the daemon itself and never gets here with `serve`.
+        Command::Serve(_) => anyhow::bail!("serve is not a client command"),
+        Command::Mkfbvol(a) => {
+            let mut made: Vec<Volume> = Vec::new();
+            for name in &a.names {
+                let req = CreateVolume {
+                    name: name.clone(),
+                    capacity_bytes: a.cap,
+                    track_size: a.track_size,
+                };
+                if let Some(v) = batch.record(client.create_volume(&req).await) {
+                    if !json {
+                        outln!(
+                            "mkfbvol: volume {} created ({}, track size {})",
+                            v.name,
+                            format_size(v.capacity_bytes),
+                            format_size(v.track_size)
+                        );
+                    }
+                    made.push(v);
+                }
+            }
+            if json {
+                print_json(&made)?;
+            }
+        }
+        Command::Lsfbvol(a) => {
+            let vols = if a.names.is_empty() {
+                client.volumes().await?
+            } else {
+                let mut vols = Vec::new();
+                for name in &a.names {
+                    if let Some(v) = batch.record(client.volume(name).await) {
+                        vols.push(v);
+                    }
+                }
+                vols
+            };
+            if json {
+                print_json(&vols)?;
+            } else {
+                write!(
+                    std::io::stdout().lock(),
+                    "{}",
+                    volume_table(&vols, a.long).render()
+                )?;
+            }
+        }
+        Command::Rmfbvol(a) => {
+            let mut gone = Vec::new();
+            for name in &a.names {
+                if batch
+                    .record(client.delete_volume(name, a.force).await)
+                    .is_some()
+                {
+                    if !json {
+                        outln!("rmfbvol: volume {name} deleted");
+                    }
+                    gone.push(serde_json::json!({ "name": name }));
+                }
+            }
+            if json {
+                print_json(&gone)?;
+            }
+        }
+        Command::Mkflash(a) => {
+            let mut made = Vec::new();
+            for p in &a.pairs {
+                let req = Establish {
+                    source: p.source.clone(),
+                    target: p.target.clone(),
+                    background_copy: !a.nocp,
+                    persistent: a.persist,
+                    copy_rate: a.rate,
+                };
+                if let Some(f) = batch.record(client.establish(&req).await) {
+                    if !json {
+                        outln!("mkflash: FlashCopy pair {p} established");
+                    }
+                    made.push(f);
+                }
+            }
+            if a.wait && !made.is_empty() {
+                wait_for_copies(client, &made, json).await?;
+            }
+            if json {
+                print_json(&made)?;
+            }
+        }
+        Command::Lsflash(a) => {
+            let rels = if a.pairs.is_empty() {
+                client.flashes().await?
+            } else {
+                let mut rels = Vec::new();
+                for p in &a.pairs {
+                    if let Some(f) = batch.record(client.flash(&p.source, &p.target).await) {
+                        rels.push(f);
+                    }
+                }
+                rels
+            };
+            if json {
+                print_json(&rels)?;
+            } else {
+                write!(
+                    std::io::stdout().lock(),
+                    "{}",
+                    flash_table(&rels, a.long).render()
+                )?;
+            }
+        }
+        Command::Rmflash(a) => {
+            let mut gone = Vec::new();
+            for p in &a.pairs {
+                if batch
+                    .record(client.withdraw(&p.source, &p.target).await)
+                    .is_some()
+                {
+                    if !json {
+                        outln!("rmflash: FlashCopy pair {p} withdrawn");
+                    }
+                    gone.push(serde_json::json!({ "source": p.source, "target": p.target }));
+                }
+            }
+            if json {
+                print_json(&gone)?;
+            }
+        }
+        Command::Chflash(a) => {
+            // `--cp` is required by clap; it is the only change there is.
+            debug_assert!(a.cp);
+            let mut changed = Vec::new();
+            for p in &a.pairs {
+                if let Some(f) = batch.record(client.start_copy(&p.source, &p.target).await) {
+                    if !json {
+                        outln!("chflash: background copy of {p} started");
+                    }
+                    changed.push(f);
+                }
+            }
+            if a.wait && !changed.is_empty() {
+                wait_for_copies(client, &changed, json).await?;
+            }
+            if json {
+                print_json(&changed)?;
+            }
+        }
+        Command::Setflashrate(a) => {
+            let mut changed = Vec::new();
+            for p in &a.pairs {
+                if let Some(f) = batch.record(client.set_rate(&p.source, &p.target, a.rate).await) {
+                    if !json {
+                        let rate = if a.rate == 0 {
+                            "unlimited".to_owned()
+                        } else {
+                            format!("{}/s", format_size(a.rate))
+                        };
+                        outln!("setflashrate: copy rate of {p} set to {rate}");
+                    }
+                    changed.push(f);
+                }
+            }
+            if json {
+                print_json(&changed)?;
+            }
+        }
+    }
+    Ok(batch.exit())
+}
+
+/// How often `--wait` polls the daemon.
+const POLL_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Waits until every relationship has finished its background copy: it is
+/// gone (non-persistent ones end when copied) or in state `copied`. A
+/// NOCOPY relationship has nothing to wait for. Shows one progress bar over
+/// all of them when stderr is a terminal and the output is not JSON.
+async fn wait_for_copies(client: &Client, rels: &[Flash], json: bool) -> anyhow::Result<()> {
+    let total_tracks: u64 = rels.iter().map(|f| f.total_tracks).sum();
+    let total_bytes: u64 = rels
+        .iter()
+        .map(|f| f.total_tracks.saturating_mul(f.track_size))
+        .sum();
+    let bar = if !json && std::io::stderr().is_terminal() {
+        // Position in bytes so indicatif's rate and ETA are in bytes; the
+        // message carries the DSCLI unit, tracks.
+        let bar = ProgressBar::new(total_bytes);
+        let style = ProgressStyle::with_template(
+            "{prefix} [{wide_bar}] {msg}  {binary_bytes_per_sec}  ETA {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar());
+        bar.set_style(style);
+        bar.set_prefix("copying");
+        Some(bar)
+    } else {
+        None
+    };
+    loop {
+        let mut left_tracks = 0u64;
+        let mut left_bytes = 0u64;
+        for f in rels {
+            match client.flash(&f.source, &f.target).await {
+                Ok(now) => match now.state {
+                    FlashState::Copying => {
+                        left_tracks += now.out_of_sync_tracks;
+                        left_bytes += now.out_of_sync_tracks.saturating_mul(now.track_size);
+                    }
+                    FlashState::Copied | FlashState::NoCopy => {}
+                    FlashState::Failed => {
+                        if let Some(bar) = &bar {
+                            bar.abandon();
+                        }
+                        anyhow::bail!(
+                            "FlashCopy pair {}:{} failed: {}",
+                            f.source,
+                            f.target,
+                            now.failure.as_deref().unwrap_or("no reason given")
+                        );
+                    }
+                },
+                Err(e) if e.code() == Some("relationship_not_found") => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if let Some(bar) = &bar {
+            bar.set_position(total_bytes.saturating_sub(left_bytes));
+            bar.set_message(format!(
+                "{}/{total_tracks} tracks",
+                total_tracks.saturating_sub(left_tracks)
+            ));
+        }
+        if left_tracks == 0 {
+            break;
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+    if let Some(bar) = &bar {
+        bar.finish();
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("tzero").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn verify_cli() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn pairs() {
+        assert_eq!(
+            pair("a:b"),
+            Ok(Pair {
+                source: "a".into(),
+                target: "b".into()
+            })
+        );
+        for bad in ["ab", ":b", "a:", "a:b:c", "a :b", ""] {
+            assert!(pair(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn global_flags_before_or_after_verb() {
+        let c = parse(&["--json", "--data", "/d", "lsfbvol"]).map_err(|e| e.to_string());
+        let c = c.expect("parses");
+        assert!(c.global.json);
+        assert_eq!(c.global.data, PathBuf::from("/d"));
+        let c = parse(&["lsflash", "-l", "--json", "--api", "http://127.0.0.1:1"]);
+        let c = c.map_err(|e| e.to_string()).expect("parses");
+        assert!(c.global.json);
+        assert_eq!(c.global.api.as_deref(), Some("127.0.0.1:1"));
+    }
+
+    #[test]
+    fn sizes_and_rates() {
+        let c = parse(&["mkfbvol", "--cap", "10GiB", "--track-size", "64k", "a", "b"]);
+        match c.map_err(|e| e.to_string()).expect("parses").command {
+            Command::Mkfbvol(a) => {
+                assert_eq!(a.cap, 10 << 30);
+                assert_eq!(a.track_size, Some(64 << 10));
+                assert_eq!(a.names, ["a", "b"]);
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+        let c = parse(&["mkflash", "--nocp", "--rate", "64MiB", "a:b"]);
+        match c.map_err(|e| e.to_string()).expect("parses").command {
+            Command::Mkflash(a) => {
+                assert!(a.nocp);
+                assert_eq!(a.rate, 64 << 20);
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn usage_errors() {
+        for args in [
+            &["mkfbvol", "--cap", "10 GB", "a"][..],
+            &["mkfbvol", "--cap", "10GiB"],
+            &["mkflash", "a-b"],
+            &["rmflash", "a:"],
+            &["lsfbvol", "--api", "https://x:1"],
+            &["chflash", "a:b"],
+        ] {
+            assert!(parse(args).is_err(), "{args:?}");
+        }
+    }
+}

@@ -1,0 +1,199 @@
+//! Engine volumes as NBD exports: the adapter between `tzero_engine` and the
+//! `tzero_nbd` server's traits.
+//!
+//! Every volume is an export of the same name. Each connection gets its own
+//! [`VolumeHandle`], so a volume deleted while a client is connected fails
+//! that client's I/O (`IoError::Deleted` → EIO) instead of reaching another
+//! volume that later takes the same name. Engine I/O errors become device
+//! errors in exactly one function, [`device_error`].
+
+use std::sync::Arc;
+
+use tzero_engine::{Engine, IoError, VolumeHandle};
+use tzero_nbd::{BlockDevice, DeviceError, ExportProvider, Extent};
+
+/// Serves every volume of an engine.
+pub struct EngineExports {
+    engine: Engine,
+}
+
+impl EngineExports {
+    pub fn new(engine: Engine) -> Self {
+        EngineExports { engine }
+    }
+}
+
+impl ExportProvider for EngineExports {
+    fn list(&self) -> Vec<String> {
+        self.engine.volumes().into_iter().map(|v| v.name).collect()
+    }
+
+    fn open(&self, name: &str) -> Option<Arc<dyn BlockDevice>> {
+        match self.engine.handle(name) {
+            Ok(handle) => {
+                tracing::debug!(volume = name, "NBD export opened");
+                Some(Arc::new(VolumeDevice::new(handle)))
+            }
+            Err(e) => {
+                tracing::info!(
+                    export = name,
+                    "NBD client asked for an export we cannot open: {e}"
+                );
+                None
+            }
+        }
+    }
+
+    fn describe(&self, name: &str) -> Option<String> {
+        self.engine
+            .volume(name)
+            .ok()
+            .map(|v| format!("tzero volume {}", v.name))
+    }
+}
+
+/// One client's view of one volume.
+pub struct VolumeDevice {
+    handle: VolumeHandle,
+}
+
+impl VolumeDevice {
+    pub fn new(handle: VolumeHandle) -> Self {
+        VolumeDevice { handle }
+    }
+
+    /// Maps an engine error and logs the ones that mean something broke.
+    fn fail(&self, op: &str, e: IoError) -> DeviceError {
+        let mapped = device_error(&e);
+        if mapped == DeviceError::Io {
+            tracing::warn!(
+                volume = self.handle.name(),
+                op,
+                "{}",
+                crate::api::error_chain(&e)
+            );
+        } else {
+            tracing::debug!(volume = self.handle.name(), op, "{e}");
+        }
+        mapped
+    }
+}
+
+/// The one place where engine I/O errors become NBD device errors.
+pub fn device_error(e: &IoError) -> DeviceError {
+    match e {
+        IoError::OutOfRange { .. } => DeviceError::Invalid,
+        IoError::NoSpace(_) => DeviceError::NoSpace,
+        IoError::ReadOnly(_) => DeviceError::NotPermitted,
+        IoError::ShuttingDown => DeviceError::ShuttingDown,
+        _ => DeviceError::Io,
+    }
+}
+
+impl BlockDevice for VolumeDevice {
+    fn size(&self) -> u64 {
+        self.handle.capacity()
+    }
+
+    fn preferred_block_size(&self) -> u32 {
+        // Track sizes are at most 1 MiB, so this never saturates in practice.
+        u32::try_from(self.handle.track_size()).unwrap_or(u32::MAX)
+    }
+
+    fn read_only(&self) -> bool {
+        self.handle.is_read_only()
+    }
+
+    fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), DeviceError> {
+        self.handle
+            .read(offset, buf)
+            .map_err(|e| self.fail("read", e))
+    }
+
+    fn write(&self, offset: u64, data: &[u8], fua: bool) -> Result<(), DeviceError> {
+        self.handle
+            .write(offset, data, fua)
+            .map_err(|e| self.fail("write", e))
+    }
+
+    fn flush(&self) -> Result<(), DeviceError> {
+        self.handle.flush().map_err(|e| self.fail("flush", e))
+    }
+
+    /// A discard is a zeroing punch: the engine then frees the space and
+    /// still copies the source's T0 data to its targets first, which a plain
+    /// "ignore the hint" would also preserve but without freeing anything.
+    fn trim(&self, offset: u64, len: u64, fua: bool) -> Result<(), DeviceError> {
+        self.handle
+            .write_zeroes(offset, len, true, fua)
+            .map_err(|e| self.fail("trim", e))
+    }
+
+    fn write_zeroes(
+        &self,
+        offset: u64,
+        len: u64,
+        no_hole: bool,
+        fua: bool,
+    ) -> Result<(), DeviceError> {
+        self.handle
+            .write_zeroes(offset, len, !no_hole, fua)
+            .map_err(|e| self.fail("write_zeroes", e))
+    }
+
+    /// The engine reports allocation of what the volume's view reads from
+    /// (for a target track not yet copied, the source's file), and an
+    /// unallocated range there reads as zeroes: so a hole is also `zero`,
+    /// which lets `qemu-img convert` and `nbdcopy` skip it.
+    fn block_status(&self, offset: u64, len: u64) -> Result<Vec<Extent>, DeviceError> {
+        let extents = self
+            .handle
+            .block_status(offset, len)
+            .map_err(|e| self.fail("block_status", e))?;
+        if extents.is_empty() {
+            // The server needs at least one extent; report the range as data.
+            return Ok(vec![Extent {
+                length: len,
+                hole: false,
+                zero: false,
+            }]);
+        }
+        Ok(extents
+            .into_iter()
+            .map(|e| Extent {
+                length: e.length,
+                hole: !e.allocated,
+                zero: !e.allocated,
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn io_error_mapping() {
+        let oor = IoError::OutOfRange {
+            offset: 1,
+            len: 2,
+            capacity: 3,
+        };
+        assert_eq!(device_error(&oor), DeviceError::Invalid);
+        assert_eq!(
+            device_error(&IoError::NoSpace("a".into())),
+            DeviceError::NoSpace
+        );
+        assert_eq!(
+            device_error(&IoError::ReadOnly("a".into())),
+            DeviceError::NotPermitted
+        );
+        assert_eq!(
+            device_error(&IoError::ShuttingDown),
+            DeviceError::ShuttingDown
+        );
+        assert_eq!(device_error(&IoError::Deleted("a".into())), DeviceError::Io);
+        assert_eq!(device_error(&IoError::Poisoned), DeviceError::Io);
+    }
+}

@@ -1,0 +1,316 @@
+//! `tzero serve`: wires the engine, the NBD server and the HTTP API together
+//! and owns the daemon's life cycle.
+//!
+//! Invariants:
+//! - at most one daemon per data directory: an exclusive `flock` on
+//!   `DIR/tzero.lock`, held for the life of the process (the kernel drops it
+//!   if we die, so a crash never leaves a stale lock);
+//! - the API token in `DIR/api-token` is created once, mode 0600, and reused;
+//! - on SIGTERM/SIGINT the listeners stop first, in-flight requests finish,
+//!   and only then does `Engine::shutdown` destage and sync, so nothing a
+//!   client was told is written can be lost by a clean stop.
+
+use std::fs::{File, OpenOptions};
+use std::future::IntoFuture;
+use std::io::{Read, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::watch;
+use tzero_engine::{Engine, EngineConfig};
+
+use crate::api;
+use crate::nbd_export::EngineExports;
+
+/// How long a stopping daemon waits for open API and NBD connections.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What `tzero serve` was asked to do.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub data: PathBuf,
+    /// `host:port` of the TCP API.
+    pub api_addr: String,
+    /// `host:port` of the NBD server.
+    pub nbd_addr: String,
+    /// Engine write cache size; the engine's default when `None`.
+    pub cache_bytes: Option<u64>,
+}
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub fn run(cfg: ServeConfig) -> anyhow::Result<()> {
+    init_logging();
+    std::fs::create_dir_all(&cfg.data)
+        .with_context(|| format!("cannot create data directory {}", cfg.data.display()))?;
+    let _lock = DataDirLock::acquire(&cfg.data)?;
+    let token = load_or_create_token(&cfg.data.join("api-token"))?;
+
+    let mut engine_cfg = EngineConfig::default();
+    if let Some(bytes) = cfg.cache_bytes {
+        engine_cfg.cache_bytes = bytes;
+    }
+    let engine = Engine::open_dir(&cfg.data, engine_cfg)
+        .with_context(|| format!("cannot open the engine in {}", cfg.data.display()))?;
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("tzero")
+        .build()
+        .context("cannot start the async runtime")?;
+    let served = rt.block_on(serve(&cfg, engine.clone(), token));
+    // Let any blocking engine calls still queued finish before the engine stops.
+    rt.shutdown_timeout(DRAIN_TIMEOUT);
+
+    tracing::info!("shutting down the engine (destage and sync)");
+    let stopped = engine
+        .shutdown()
+        .map_err(|e| anyhow::anyhow!(api::error_chain(&e)))
+        .context("engine shutdown failed");
+    let _ = std::fs::remove_file(cfg.data.join("tzero.sock"));
+    served?;
+    stopped?;
+    tracing::info!("tzero stopped cleanly");
+    Ok(())
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // A second init (tests running `run` twice) is harmless: keep the first.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
+/// Binds everything, serves until a signal, then drains.
+async fn serve(cfg: &ServeConfig, engine: Engine, token: Arc<str>) -> anyhow::Result<()> {
+    let nbd_listener = TcpListener::bind(&cfg.nbd_addr)
+        .await
+        .with_context(|| format!("cannot listen for NBD on {}", cfg.nbd_addr))?;
+    let api_listener = TcpListener::bind(&cfg.api_addr)
+        .await
+        .with_context(|| format!("cannot listen for the API on {}", cfg.api_addr))?;
+    let sock_path = cfg.data.join("tzero.sock");
+    // We hold the data-directory lock, so a socket file left here belongs to
+    // a daemon that died: remove it.
+    match std::fs::remove_file(&sock_path) {
+        Ok(()) => tracing::info!("removed stale socket {}", sock_path.display()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot remove {}", sock_path.display())),
+    }
+    let unix_listener = UnixListener::bind(&sock_path)
+        .with_context(|| format!("cannot listen on {}", sock_path.display()))?;
+    // The socket needs no token, so only the owner may connect.
+    std::fs::set_permissions(&sock_path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("cannot restrict {}", sock_path.display()))?;
+
+    let mut signals = Signals::new()?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+
+    let tcp_app = api::router_with_token(engine.clone(), token);
+    let unix_app = api::router(engine.clone());
+    let tcp_api = tokio::spawn(
+        axum::serve(api_listener, tcp_app)
+            .with_graceful_shutdown(stopped(stop_rx.clone()))
+            .into_future(),
+    );
+    let unix_api = tokio::spawn(
+        axum::serve(unix_listener, unix_app)
+            .with_graceful_shutdown(stopped(stop_rx.clone()))
+            .into_future(),
+    );
+    let provider = Arc::new(EngineExports::new(engine));
+    let mut nbd = tokio::spawn(tzero_nbd::serve(nbd_listener, provider, stop_rx.clone()));
+
+    tracing::info!(
+        nbd = %cfg.nbd_addr,
+        api = %format!("http://{}", cfg.api_addr),
+        socket = %sock_path.display(),
+        pid = std::process::id(),
+        "tzero ready"
+    );
+
+    let early_nbd_exit = tokio::select! {
+        sig = signals.recv() => {
+            tracing::info!("received {sig}: stopping");
+            None
+        }
+        r = &mut nbd => Some(r),
+    };
+    let _ = stop_tx.send(true);
+
+    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        let nbd_result = match early_nbd_exit {
+            Some(r) => r,
+            None => nbd.await,
+        };
+        (nbd_result, tcp_api.await, unix_api.await)
+    })
+    .await;
+    let Ok((nbd_result, tcp_result, unix_result)) = drained else {
+        bail!("connections still open after {DRAIN_TIMEOUT:?}; stopping anyway");
+    };
+    match nbd_result {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(e).context("NBD server failed"),
+        Err(e) => bail!("NBD server task failed: {e}"),
+    }
+    for (what, r) in [("TCP API", tcp_result), ("unix-socket API", unix_result)] {
+        match r {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e).with_context(|| format!("{what} server failed")),
+            Err(e) => bail!("{what} task failed: {e}"),
+        }
+    }
+    Ok(())
+}
+
+/// Resolves when the stop flag is raised (or its sender is gone).
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+/// SIGTERM and SIGINT.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            term: signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
+            int: signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
+        })
+    }
+
+    async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        }
+    }
+}
+
+/// The exclusive lock on a data directory; released when dropped or when
+/// the process dies.
+pub struct DataDirLock {
+    _file: File,
+}
+
+impl DataDirLock {
+    /// Takes the lock or explains who holds it.
+    pub fn acquire(dir: &Path) -> anyhow::Result<Self> {
+        use rustix::fs::{flock, FlockOperation};
+        let path = dir.join("tzero.lock");
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o644)
+            .open(&path)
+            .with_context(|| format!("cannot open lock file {}", path.display()))?;
+        match flock(&file, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => {}
+            Err(rustix::io::Errno::WOULDBLOCK) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                let pid = holder.trim();
+                let pid = if pid.is_empty() { "unknown" } else { pid };
+                bail!(
+                    "data directory {} is in use by another tzero daemon (pid {pid})",
+                    dir.display()
+                );
+            }
+            Err(e) => {
+                return Err(std::io::Error::from(e))
+                    .with_context(|| format!("cannot lock {}", path.display()))
+            }
+        }
+        // Record our pid for the message above; the lock, not the pid, is
+        // what excludes other daemons.
+        file.set_len(0)
+            .and_then(|()| file.write_all(format!("{}\n", std::process::id()).as_bytes()))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        Ok(DataDirLock { _file: file })
+    }
+}
+
+/// Reads the API token, or creates one (32 random bytes, hex) readable only
+/// by the owner. Runs under the data-directory lock, so two daemons never
+/// race to create it.
+pub fn load_or_create_token(path: &Path) -> anyhow::Result<Arc<str>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let token = text.trim();
+            if token.len() < 32 || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
+                bail!(
+                    "API token file {} is malformed; delete it to have a new one generated",
+                    path.display()
+                );
+            }
+            Ok(Arc::from(token))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut bytes = [0u8; 32];
+            File::open("/dev/urandom")
+                .and_then(|mut f| f.read_exact(&mut bytes))
+                .context("cannot read /dev/urandom for the API token")?;
+            let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            let mut file = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .with_context(|| format!("cannot create {}", path.display()))?;
+            file.write_all(format!("{token}\n").as_bytes())
+                .and_then(|()| file.sync_all())
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            tracing::info!("generated API token in {}", path.display());
+            Ok(Arc::from(token.as_str()))
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_is_created_once_with_mode_0600() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("api-token");
+        let a = load_or_create_token(&path).expect("create");
+        assert_eq!(a.len(), 64);
+        let mode = std::fs::metadata(&path).expect("stat").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let b = load_or_create_token(&path).expect("reuse");
+        assert_eq!(a, b);
+        std::fs::write(&path, "nope").expect("write");
+        assert!(load_or_create_token(&path).is_err());
+    }
+
+    #[test]
+    fn second_lock_is_refused_with_pid() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let _held = DataDirLock::acquire(dir.path()).expect("first");
+        let err = match DataDirLock::acquire(dir.path()) {
+            Ok(_) => panic!("second lock succeeded"),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains("is in use by another tzero daemon"), "{err}");
+        assert!(
+            err.contains(&format!("pid {}", std::process::id())),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,200 @@
+//! The HTTP API over TCP against a real daemon: bearer-token auth, the JSON
+//! error shape for bad bodies and unknown volumes, and the OpenAPI document.
+
+mod common;
+
+use common::{Daemon, Env};
+use serde_json::Value;
+use tzero::client::{Client, Endpoint, RawResponse};
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+fn tcp(d: &Daemon, token: Option<&str>) -> Client {
+    Client::new(Endpoint::Tcp {
+        addr: format!("127.0.0.1:{}", d.api_port),
+        token: token.map(str::to_owned),
+    })
+}
+
+fn json(r: &RawResponse) -> Value {
+    serde_json::from_slice(&r.body)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&r.body)))
+}
+
+/// Requires the error shape and returns the code.
+fn error_code(r: &RawResponse) -> String {
+    let v = json(r);
+    assert!(v["error"]["message"].is_string(), "{v}");
+    v["error"]["code"].as_str().expect("code").to_owned()
+}
+
+#[test]
+fn api_over_tcp() {
+    let env = Env::new();
+    let d = Daemon::start(&env);
+    let token = d.token();
+    assert_eq!(token.len(), 64);
+    let rt = rt();
+    use hyper::Method;
+
+    // Auth: missing and wrong tokens are 401 with the JSON error shape.
+    for client in [
+        tcp(&d, None),
+        tcp(&d, Some("0123")),
+        tcp(&d, Some(&"f".repeat(64))),
+    ] {
+        let r = rt
+            .block_on(client.raw(Method::GET, "/v1/volumes", None))
+            .expect("request");
+        assert_eq!(r.status, 401);
+        assert_eq!(error_code(&r), "unauthorized");
+        let r = rt
+            .block_on(client.raw(
+                Method::POST,
+                "/v1/volumes",
+                Some(br#"{"name":"x","capacity_bytes":1048576}"#.to_vec()),
+            ))
+            .expect("request");
+        assert_eq!(r.status, 401);
+    }
+
+    let c = tcp(&d, Some(&token));
+    // Bad bodies: 4xx with the JSON error shape.
+    for (body, status) in [
+        (&b"{not json"[..], 400),
+        (br#"{"name":"x"}"#, 422),
+        (br#"{"name":"x","capacity_bytes":-1}"#, 422),
+        (br#"{"name":"x","capacity_bytes":1048576,"bogus":1}"#, 422),
+    ] {
+        let r = rt
+            .block_on(c.raw(Method::POST, "/v1/volumes", Some(body.to_vec())))
+            .expect("request");
+        assert_eq!(r.status, status, "{}", String::from_utf8_lossy(body));
+        error_code(&r);
+    }
+    let r = rt
+        .block_on(c.raw(Method::PUT, "/v1/flash/a/b/rate", Some(b"[]".to_vec())))
+        .expect("request");
+    assert!((400..500).contains(&r.status));
+    error_code(&r);
+    let r = rt
+        .block_on(c.raw(Method::DELETE, "/v1/volumes/x?force=maybe", None))
+        .expect("request");
+    assert_eq!(r.status, 400);
+    assert_eq!(error_code(&r), "invalid_query");
+
+    // Unknown things are 404s with stable codes.
+    let r = rt
+        .block_on(c.raw(Method::GET, "/v1/volumes/nosuch", None))
+        .expect("request");
+    assert_eq!(r.status, 404);
+    assert_eq!(error_code(&r), "volume_not_found");
+    let r = rt
+        .block_on(c.raw(Method::GET, "/v1/flash/a/b", None))
+        .expect("request");
+    assert_eq!(r.status, 404);
+    let code = error_code(&r);
+    assert!(
+        code == "volume_not_found" || code == "relationship_not_found",
+        "{code}"
+    );
+    let r = rt
+        .block_on(c.raw(Method::GET, "/v2/whatever", None))
+        .expect("request");
+    assert_eq!(
+        (r.status, error_code(&r).as_str()),
+        (404, "route_not_found")
+    );
+
+    // Success with the token, through the typed client.
+    let v = rt
+        .block_on(c.create_volume(&tzero::api_types::CreateVolume {
+            name: "vol".into(),
+            capacity_bytes: 16 << 20,
+            track_size: None,
+        }))
+        .expect("create");
+    assert_eq!(v.track_size, 65536);
+    let dup = rt.block_on(c.create_volume(&tzero::api_types::CreateVolume {
+        name: "vol".into(),
+        capacity_bytes: 16 << 20,
+        track_size: None,
+    }));
+    match dup {
+        Err(e) => assert_eq!(e.code(), Some("volume_exists")),
+        Ok(v) => panic!("duplicate created: {v:?}"),
+    }
+    let vols = rt.block_on(c.volumes()).expect("list");
+    assert_eq!(vols.len(), 1);
+    rt.block_on(c.create_volume(&tzero::api_types::CreateVolume {
+        name: "tgt".into(),
+        capacity_bytes: 16 << 20,
+        track_size: None,
+    }))
+    .expect("create tgt");
+    let r = rt
+        .block_on(c.raw(Method::GET, "/v1/flash/tgt/vol", None))
+        .expect("request");
+    assert_eq!(
+        (r.status, error_code(&r).as_str()),
+        (404, "relationship_not_found")
+    );
+    // Defaults of POST /v1/flash: background copy on, not persistent.
+    let r = rt
+        .block_on(c.raw(
+            Method::POST,
+            "/v1/flash",
+            Some(br#"{"source":"vol","target":"tgt","copy_rate":1048576}"#.to_vec()),
+        ))
+        .expect("establish");
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let f = json(&r);
+    assert_eq!(f["background_copy"], true);
+    assert_eq!(f["persistent"], false);
+    let r = rt
+        .block_on(c.raw(Method::DELETE, "/v1/volumes/vol", None))
+        .expect("request");
+    assert_eq!((r.status, error_code(&r).as_str()), (409, "volume_in_use"));
+    let r = rt
+        .block_on(c.raw(Method::DELETE, "/v1/volumes/vol?force=true", None))
+        .expect("request");
+    assert_eq!(r.status, 204);
+
+    // The OpenAPI document describes every route.
+    let r = rt
+        .block_on(c.raw(Method::GET, "/v1/openapi.json", None))
+        .expect("request");
+    assert_eq!(r.status, 200);
+    let doc = json(&r);
+    assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")));
+    for path in [
+        "/v1/volumes",
+        "/v1/volumes/{name}",
+        "/v1/flash",
+        "/v1/flash/{source}/{target}",
+        "/v1/flash/{source}/{target}/copy",
+        "/v1/flash/{source}/{target}/rate",
+    ] {
+        assert!(doc["paths"][path].is_object(), "openapi lacks {path}");
+    }
+
+    // The CLI over TCP: --api with --token, and a wrong token is one error line.
+    let out = d.cli_ok(&[
+        "--api",
+        &d.api_url(),
+        "--token",
+        &token,
+        "lsfbvol",
+        "--json",
+    ]);
+    assert!(out.contains("\"tgt\""), "{out}");
+    let out = d.cli(&["--api", &d.api_url(), "--token", "nope", "lsfbvol"]);
+    let (code, err) = common::one_line_error(&out);
+    assert_eq!(code, 1);
+    assert!(err.contains("token"), "{err}");
+}
