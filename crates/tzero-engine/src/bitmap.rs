@@ -72,7 +72,8 @@ impl Bitmap {
         let index = bit / CHUNK_BITS;
         let in_chunk = bit % CHUNK_BITS;
         let mask = 1u64 << (in_chunk % 64);
-        let old = self.chunk_or_alloc(index)[(in_chunk / 64) as usize].fetch_or(mask, Ordering::AcqRel);
+        let old =
+            self.chunk_or_alloc(index)[(in_chunk / 64) as usize].fetch_or(mask, Ordering::AcqRel);
         let newly = old & mask == 0;
         if newly {
             self.set_count.fetch_add(1, Ordering::AcqRel);
@@ -118,9 +119,101 @@ impl Bitmap {
         None
     }
 
+    /// Clears every bit that is set in `a` or `b`: a resync's new T0 re-copies those tracks.
+    /// Costs one pass over the chunks allocated in `a` or `b`, not over the volume.
+    pub fn clear_where(&self, a: &Bitmap, b: &Bitmap) {
+        let mut removed = 0u64;
+        let mut dirty = Vec::new();
+        for index in 0..self.chunks.len() as u64 {
+            let (ca, cb) = (a.chunk(index), b.chunk(index));
+            if ca.is_none() && cb.is_none() {
+                continue;
+            }
+            let Some(mine) = self.chunk(index) else {
+                continue;
+            };
+            let mut changed = false;
+            for w in 0..CHUNK_WORDS {
+                let mask = ca.map_or(0, |c| c[w].load(Ordering::Acquire))
+                    | cb.map_or(0, |c| c[w].load(Ordering::Acquire));
+                if mask == 0 {
+                    continue;
+                }
+                let old = mine[w].fetch_and(!mask, Ordering::AcqRel);
+                let gone = u64::from((old & mask).count_ones());
+                if gone > 0 {
+                    removed += gone;
+                    changed = true;
+                }
+            }
+            if changed {
+                dirty.push(index);
+            }
+        }
+        self.set_count.fetch_sub(removed, Ordering::AcqRel);
+        self.dirty_chunks.lock().extend(dirty);
+    }
+
+    /// Clears every bit (allocated chunks stay allocated and are marked dirty).
+    pub fn clear_all(&self) {
+        let mut dirty = Vec::new();
+        for (index, chunk) in self.chunks.iter().enumerate() {
+            if let Some(words) = chunk.get() {
+                for w in words.iter() {
+                    w.store(0, Ordering::Release);
+                }
+                dirty.push(index as u64);
+            }
+        }
+        self.set_count.store(0, Ordering::Release);
+        self.dirty_chunks.lock().extend(dirty);
+    }
+
+    /// Sets every bit (allocates every chunk).
+    pub fn set_all(&self) {
+        for index in 0..self.chunks.len() as u64 {
+            let words = self.chunk_or_alloc(index);
+            for (w, word) in words.iter().enumerate() {
+                let first_bit = index * CHUNK_BITS + w as u64 * 64;
+                let value = if first_bit >= self.len {
+                    0
+                } else if self.len - first_bit < 64 {
+                    (1u64 << (self.len - first_bit)) - 1
+                } else {
+                    u64::MAX
+                };
+                word.store(value, Ordering::Release);
+            }
+            self.dirty_chunks.lock().insert(index);
+        }
+        self.set_count.store(self.len, Ordering::Release);
+    }
+
+    /// Sets every bit of `self` that is set in `a` or `b`.
+    pub fn set_where(&self, a: &Bitmap, b: &Bitmap) {
+        for index in 0..self.chunks.len() as u64 {
+            let (ca, cb) = (a.chunk(index), b.chunk(index));
+            if ca.is_none() && cb.is_none() {
+                continue;
+            }
+            for w in 0..CHUNK_WORDS {
+                let mask = ca.map_or(0, |c| c[w].load(Ordering::Acquire))
+                    | cb.map_or(0, |c| c[w].load(Ordering::Acquire));
+                if mask != 0 {
+                    let old = self.chunk_or_alloc(index)[w].fetch_or(mask, Ordering::AcqRel);
+                    self.set_count
+                        .fetch_add(u64::from((mask & !old).count_ones()), Ordering::AcqRel);
+                    self.dirty_chunks.lock().insert(index);
+                }
+            }
+        }
+    }
+
     /// Takes the set of chunks changed since the last call.
     pub fn take_dirty(&self) -> Vec<u64> {
-        std::mem::take(&mut *self.dirty_chunks.lock()).into_iter().collect()
+        std::mem::take(&mut *self.dirty_chunks.lock())
+            .into_iter()
+            .collect()
     }
 
     /// Marks chunks dirty again (after a failed persist).
@@ -135,7 +228,9 @@ impl Bitmap {
         out.extend_from_slice(&[0; 4]);
         let mut hasher = crc32fast::Hasher::new();
         for w in 0..CHUNK_WORDS {
-            let word = self.chunk(index).map_or(0, |c| c[w].load(Ordering::Acquire));
+            let word = self
+                .chunk(index)
+                .map_or(0, |c| c[w].load(Ordering::Acquire));
             let bytes = word.to_le_bytes();
             hasher.update(&bytes);
             out.extend_from_slice(&bytes);
@@ -222,6 +317,26 @@ mod tests {
         let mut bad = b.encode_chunk(0);
         bad[100] ^= 1;
         assert!(!c.decode_chunk(0, &bad));
+    }
+
+    #[test]
+    fn resync_masks() {
+        let copied = Bitmap::new(70_000);
+        let a = Bitmap::new(70_000);
+        let b = Bitmap::new(70_000);
+        copied.set_all();
+        assert!(copied.is_full());
+        a.set(3);
+        b.set(69_999);
+        copied.clear_where(&a, &b);
+        assert_eq!(copied.clear_count(), 2);
+        assert!(!copied.get(3) && !copied.get(69_999) && copied.get(4));
+        a.clear_all();
+        assert_eq!(a.count(), 0);
+        assert!(!a.get(3));
+        let u = Bitmap::new(70_000);
+        u.set_where(&copied, &b);
+        assert_eq!(u.count(), 70_000 - 1);
     }
 
     #[test]

@@ -29,8 +29,9 @@ impl PendingTrack {
         &self.extents
     }
 
-    /// Adds a write; newer bytes replace older ones. Returns the change in bytes held.
-    pub fn insert(&mut self, offset: u64, data: &[u8]) -> i64 {
+    /// Adds a write; newer bytes replace older ones. Returns the bytes added (merging never
+    /// shrinks the extents, so the change is never negative).
+    pub fn insert(&mut self, offset: u64, data: &[u8]) -> u64 {
         let before = self.bytes();
         let end = offset + data.len() as u64;
         // Extents that overlap or touch the new one are merged into it.
@@ -55,7 +56,7 @@ impl PendingTrack {
         let at = (offset - merged_start) as usize;
         merged[at..at + data.len()].copy_from_slice(data);
         self.extents.insert(first, (merged_start, merged));
-        self.bytes() as i64 - before as i64
+        self.bytes() - before
     }
 
     /// Copies the cached bytes that fall in `[offset, offset+buf.len())` of the track into `buf`.
@@ -113,10 +114,12 @@ impl CacheBudget {
             if used > 0 && used + bytes > self.limit {
                 return false;
             }
-            match self
-                .used
-                .compare_exchange_weak(used, used + bytes, Ordering::AcqRel, Ordering::Acquire)
-            {
+            match self.used.compare_exchange_weak(
+                used,
+                used + bytes,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
                 Ok(_) => return true,
                 Err(now) => used = now,
             }

@@ -7,8 +7,9 @@
 //! - `meta`: `"format"` → version, `"next_id"` → next volume/relationship id.
 //! - `volumes`: id → JSON [`VolumeRecord`].
 //! - `relationships`: id → JSON [`RelRecord`].
-//! - `bitmaps`: (relationship id, chunk index) → chunk record (see [`crate::bitmap`]): a version
-//!   byte, a CRC32 and 4 KiB of bits. Chunks never written are all clear.
+//! - `bitmaps`: (relationship id × 4 + kind, chunk index) → chunk record (see
+//!   [`crate::bitmap`]): a version byte, a CRC32 and 4 KiB of bits. Chunks never written are all
+//!   clear. Kinds: [`KIND_COPIED`], [`KIND_CHANGED_SOURCE`], [`KIND_CHANGED_TARGET`].
 
 use crate::bitmap::Bitmap;
 use crate::error::CatalogError;
@@ -20,6 +21,17 @@ use std::sync::Arc;
 
 pub const FORMAT_VERSION: u64 = 1;
 pub const CATALOG_FILE: &str = "catalog.redb";
+
+/// The control bitmap: track on the target.
+pub const KIND_COPIED: u64 = 0;
+/// Change recording: tracks written on the source since T0.
+pub const KIND_CHANGED_SOURCE: u64 = 1;
+/// Change recording: tracks written on the target since T0.
+pub const KIND_CHANGED_TARGET: u64 = 2;
+
+fn bitmap_key(rel: u64, kind: u64) -> u64 {
+    rel * 4 + kind
+}
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const VOLUMES: TableDefinition<u64, &str> = TableDefinition::new("volumes");
@@ -71,6 +83,12 @@ pub struct RelRecord {
     pub synced_ms: u64,
     #[serde(default)]
     pub failure: Option<String>,
+    /// Incremental FlashCopy: record changes on both sides since T0.
+    #[serde(default)]
+    pub recording: bool,
+    /// `rmflash --cp`: end the relationship once the background copy completes.
+    #[serde(default)]
+    pub withdraw_on_complete: bool,
 }
 
 /// redb storage on top of one of our [`BlockFile`]s, so crash tests cut its power too.
@@ -84,7 +102,10 @@ impl StorageBackend for RedbBackend {
     fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), io::Error> {
         let len = self.0.len()?;
         if offset + out.len() as u64 > len {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "read past end of catalog"));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "read past end of catalog",
+            ));
         }
         self.0.read_at(out, offset)
     }
@@ -136,17 +157,21 @@ impl Catalog {
         let txn = catalog.db.begin_write().map_err(CatalogError::db)?;
         {
             let mut meta = txn.open_table(META).map_err(CatalogError::db)?;
-            let found = meta.get("format").map_err(CatalogError::db)?.map(|v| v.value());
+            let found = meta
+                .get("format")
+                .map_err(CatalogError::db)?
+                .map(|v| v.value());
             match found {
                 None => {
-                    meta.insert("format", FORMAT_VERSION).map_err(CatalogError::db)?;
+                    meta.insert("format", FORMAT_VERSION)
+                        .map_err(CatalogError::db)?;
                     meta.insert("next_id", 1).map_err(CatalogError::db)?;
                 }
                 Some(FORMAT_VERSION) => {}
                 Some(v) => {
                     return Err(CatalogError::Version {
                         found: u32::try_from(v).unwrap_or(u32::MAX),
-                        supported: FORMAT_VERSION as u32,
+                        supported: u32::try_from(FORMAT_VERSION).unwrap_or(u32::MAX),
                     })
                 }
             }
@@ -161,14 +186,27 @@ impl Catalog {
     pub fn load(&self) -> Result<CatalogContents, CatalogError> {
         let txn = self.db.begin_read().map_err(CatalogError::db)?;
         let meta = txn.open_table(META).map_err(CatalogError::db)?;
-        let next_id = meta.get("next_id").map_err(CatalogError::db)?.map_or(1, |v| v.value());
+        let next_id = meta
+            .get("next_id")
+            .map_err(CatalogError::db)?
+            .map_or(1, |v| v.value());
         let mut volumes = Vec::new();
-        for entry in txn.open_table(VOLUMES).map_err(CatalogError::db)?.iter().map_err(CatalogError::db)? {
+        for entry in txn
+            .open_table(VOLUMES)
+            .map_err(CatalogError::db)?
+            .iter()
+            .map_err(CatalogError::db)?
+        {
             let (k, v) = entry.map_err(CatalogError::db)?;
             volumes.push(decode(format!("volume {}", k.value()), v.value())?);
         }
         let mut relationships = Vec::new();
-        for entry in txn.open_table(RELS).map_err(CatalogError::db)?.iter().map_err(CatalogError::db)? {
+        for entry in txn
+            .open_table(RELS)
+            .map_err(CatalogError::db)?
+            .iter()
+            .map_err(CatalogError::db)?
+        {
             let (k, v) = entry.map_err(CatalogError::db)?;
             relationships.push(decode(format!("relationship {}", k.value()), v.value())?);
         }
@@ -179,11 +217,15 @@ impl Catalog {
         })
     }
 
-    /// Loads the persisted chunks of a relationship's bitmap.
-    pub fn load_bitmap(&self, rel: u64, bitmap: &Bitmap) -> Result<(), CatalogError> {
+    /// Loads the persisted chunks of one of a relationship's bitmaps.
+    pub fn load_bitmap(&self, rel: u64, kind: u64, bitmap: &Bitmap) -> Result<(), CatalogError> {
         let txn = self.db.begin_read().map_err(CatalogError::db)?;
         let table = txn.open_table(BITMAPS).map_err(CatalogError::db)?;
-        for entry in table.range((rel, 0)..=(rel, u64::MAX)).map_err(CatalogError::db)? {
+        let key = bitmap_key(rel, kind);
+        for entry in table
+            .range((key, 0)..=(key, u64::MAX))
+            .map_err(CatalogError::db)?
+        {
             let (k, v) = entry.map_err(CatalogError::db)?;
             let (_, chunk) = k.value();
             if !bitmap.decode_chunk(chunk, v.value()) {
@@ -205,14 +247,18 @@ impl Change<'_> {
     /// Reserves a fresh id (volumes and relationships share one sequence).
     pub fn next_id(&mut self) -> Result<u64, CatalogError> {
         let mut meta = self.txn.open_table(META).map_err(CatalogError::db)?;
-        let id = meta.get("next_id").map_err(CatalogError::db)?.map_or(1, |v| v.value());
+        let id = meta
+            .get("next_id")
+            .map_err(CatalogError::db)?
+            .map_or(1, |v| v.value());
         meta.insert("next_id", id + 1).map_err(CatalogError::db)?;
         Ok(id)
     }
 
     pub fn put_volume(&mut self, v: &VolumeRecord) -> Result<(), CatalogError> {
         let mut t = self.txn.open_table(VOLUMES).map_err(CatalogError::db)?;
-        t.insert(v.id, encode(v).as_str()).map_err(CatalogError::db)?;
+        t.insert(v.id, encode(v).as_str())
+            .map_err(CatalogError::db)?;
         Ok(())
     }
 
@@ -224,7 +270,8 @@ impl Change<'_> {
 
     pub fn put_rel(&mut self, r: &RelRecord) -> Result<(), CatalogError> {
         let mut t = self.txn.open_table(RELS).map_err(CatalogError::db)?;
-        t.insert(r.id, encode(r).as_str()).map_err(CatalogError::db)?;
+        t.insert(r.id, encode(r).as_str())
+            .map_err(CatalogError::db)?;
         Ok(())
     }
 
@@ -233,25 +280,25 @@ impl Change<'_> {
         let mut t = self.txn.open_table(RELS).map_err(CatalogError::db)?;
         t.remove(id).map_err(CatalogError::db)?;
         let mut b = self.txn.open_table(BITMAPS).map_err(CatalogError::db)?;
-        b.retain_in((id, 0)..=(id, u64::MAX), |_, _| false)
+        b.retain_in(
+            (bitmap_key(id, 0), 0)..=(bitmap_key(id, 3), u64::MAX),
+            |_, _| false,
+        )
+        .map_err(CatalogError::db)?;
+        Ok(())
+    }
+
+    /// Writes one already encoded chunk of one of a relationship's bitmaps.
+    pub fn put_chunk_bytes(
+        &mut self,
+        rel: u64,
+        kind: u64,
+        chunk: u64,
+        bytes: &[u8],
+    ) -> Result<(), CatalogError> {
+        let mut b = self.txn.open_table(BITMAPS).map_err(CatalogError::db)?;
+        b.insert((bitmap_key(rel, kind), chunk), bytes)
             .map_err(CatalogError::db)?;
-        Ok(())
-    }
-
-    /// Writes the chunks of `bitmap` listed in `chunks`.
-    pub fn put_chunks(&mut self, rel: u64, bitmap: &Bitmap, chunks: &[u64]) -> Result<(), CatalogError> {
-        let mut b = self.txn.open_table(BITMAPS).map_err(CatalogError::db)?;
-        for &chunk in chunks {
-            b.insert((rel, chunk), bitmap.encode_chunk(chunk).as_slice())
-                .map_err(CatalogError::db)?;
-        }
-        Ok(())
-    }
-
-    /// Writes one already encoded chunk.
-    pub fn put_chunk_bytes(&mut self, rel: u64, chunk: u64, bytes: &[u8]) -> Result<(), CatalogError> {
-        let mut b = self.txn.open_table(BITMAPS).map_err(CatalogError::db)?;
-        b.insert((rel, chunk), bytes).map_err(CatalogError::db)?;
         Ok(())
     }
 

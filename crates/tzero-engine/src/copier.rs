@@ -14,6 +14,8 @@ use crate::destage::copy_span;
 use crate::engine::Inner;
 use crate::error::IoError;
 use crate::relationship::Rel;
+use crate::storage::BlockFile;
+use crate::volume::view_file;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,8 +29,8 @@ impl Inner {
     /// Copies up to `max_tracks` tracks of `rel`. Returns the number copied.
     pub(crate) fn copy_step(&self, rel: &Arc<Rel>, max_tracks: u64) -> Result<u64, IoError> {
         let copied = {
-            // The target's gate keeps a withdraw out while tracks move.
-            let _links = rel.target.links.read();
+            // The topology lock keeps a withdraw out while tracks move.
+            let _topology = self.topology.read();
             if !rel.is_live() || !rel.record.lock().background_copy {
                 return Ok(0);
             }
@@ -38,25 +40,46 @@ impl Inner {
             } else {
                 let geometry = rel.source.geometry;
                 let _guards = self.locks.exclusive(&tracks);
+                let source_links = rel.source.links.read();
                 let mut copied = 0;
-                for run in runs(&tracks) {
-                    // Skip tracks that copy-on-write already handled while we waited.
-                    let todo: Vec<u64> = run.iter().copied().filter(|t| !rel.bitmap.get(*t)).collect();
-                    for sub in runs(&todo) {
-                        let start = geometry.track_start(sub[0]);
-                        let last = sub[sub.len() - 1];
-                        let end = geometry.track_start(last) + geometry.track_len(last);
-                        if let Err(e) = copy_span(&*rel.source.file, &*rel.target.file, start, end) {
-                            self.fail_rel(rel, &format!("background copy to target failed: {e}"));
+                // Skip tracks that copy-on-write already handled while we waited; group the
+                // rest by the file that holds the source's view (it differs only in cascades).
+                let mut todo: Vec<(u64, Arc<dyn BlockFile>)> = Vec::new();
+                for t in tracks.iter().copied().filter(|t| !rel.bitmap.get(*t)) {
+                    match view_file(&rel.source, &source_links, t) {
+                        Ok(f) => todo.push((t, f)),
+                        Err(failed) => {
+                            self.fail_rel(
+                                rel,
+                                &format!("its source's view is lost: {failed} failed"),
+                            );
                             return Ok(copied);
                         }
-                        let mut unpersisted = rel.unpersisted.lock();
-                        for t in sub {
-                            rel.bitmap.set(*t);
-                            unpersisted.insert(*t);
-                        }
-                        copied += sub.len() as u64;
                     }
+                }
+                let mut i = 0;
+                while i < todo.len() {
+                    let mut j = i + 1;
+                    while j < todo.len()
+                        && todo[j].0 == todo[j - 1].0 + 1
+                        && Arc::ptr_eq(&todo[j].1, &todo[i].1)
+                    {
+                        j += 1;
+                    }
+                    let (first, last) = (todo[i].0, todo[j - 1].0);
+                    let start = geometry.track_start(first);
+                    let end = geometry.track_start(last) + geometry.track_len(last);
+                    if let Err(e) = copy_span(&*todo[i].1, &*rel.target.file, start, end) {
+                        self.fail_rel(rel, &format!("background copy to target failed: {e}"));
+                        return Ok(copied);
+                    }
+                    let mut unpersisted = rel.unpersisted.lock();
+                    for (t, _) in &todo[i..j] {
+                        rel.bitmap.set(*t);
+                        unpersisted.insert(*t);
+                    }
+                    copied += (j - i) as u64;
+                    i = j;
                 }
                 if let Some(last) = tracks.last() {
                     rel.copy_cursor.store(last + 1, Ordering::Release);
@@ -109,8 +132,16 @@ impl Inner {
             };
             next_rel = rel.id + 1;
             let host_ops_before = self.host_ops.load(Ordering::Relaxed);
+            let (rate, track_size) = (rel.record.lock().copy_rate, rel.source.geometry.track_size);
+            // A rate-limited copy moves about 100 ms worth of tracks per step, so the limit holds
+            // even below one step's worth per second.
+            let step = if rate > 0 {
+                (rate / 10 / track_size).clamp(1, COPY_STEP_TRACKS)
+            } else {
+                COPY_STEP_TRACKS
+            };
             let began = Instant::now();
-            let copied = match self.copy_step(&rel, COPY_STEP_TRACKS) {
+            let copied = match self.copy_step(&rel, step) {
                 Ok(n) => n,
                 Err(e) => {
                     tracing::error!(error = %e, "background copy stopped");
@@ -129,23 +160,30 @@ impl Inner {
             if self.host_ops.load(Ordering::Relaxed) != host_ops_before {
                 pause = took;
             }
-            let rate = rel.record.lock().copy_rate;
             if rate > 0 && copied > 0 {
-                let bytes = copied * rel.source.geometry.track_size;
-                let budget = Duration::from_secs_f64(bytes as f64 / rate as f64);
+                let budget = Duration::from_secs_f64((copied * track_size) as f64 / rate as f64);
                 pause = pause.max(budget.saturating_sub(took));
             }
-            if !pause.is_zero() {
-                std::thread::sleep(pause.min(Duration::from_secs(1)));
+            self.sleep_unless_stopping(pause);
+        }
+    }
+
+    /// Sleeps in short slices so shutdown is never held up by a slow copy rate.
+    fn sleep_unless_stopping(&self, pause: Duration) {
+        let until = Instant::now() + pause;
+        while !self.stopping.load(Ordering::Acquire) {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
             }
+            std::thread::sleep(left.min(Duration::from_millis(50)));
         }
     }
 
     fn next_copy_rel(&self, from_id: u64) -> Option<Arc<Rel>> {
         let registry = self.registry.read();
-        let wants = |r: &&Arc<Rel>| {
-            r.is_live() && r.record.lock().background_copy && !r.bitmap.is_full()
-        };
+        let wants =
+            |r: &&Arc<Rel>| r.is_live() && r.record.lock().background_copy && !r.bitmap.is_full();
         registry
             .rels
             .range(from_id..)
@@ -154,19 +192,4 @@ impl Inner {
             .or_else(|| registry.rels.values().find(wants))
             .cloned()
     }
-}
-
-/// Splits sorted tracks into runs of consecutive numbers.
-fn runs(tracks: &[u64]) -> Vec<&[u64]> {
-    let mut out = Vec::new();
-    let mut start = 0;
-    for i in 1..=tracks.len() {
-        if i == tracks.len() || tracks[i] != tracks[i - 1] + 1 {
-            if i > start {
-                out.push(&tracks[start..i]);
-            }
-            start = i;
-        }
-    }
-    out
 }

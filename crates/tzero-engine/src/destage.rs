@@ -1,10 +1,11 @@
 //! The destager: moves cached writes to volume files after their copy-on-write is durable.
 //!
 //! For one batch of tracks of one volume, holding their stripes exclusively:
-//! 1. for every relationship that still owes T0 data for a track: copy the source file's track
-//!    (which still holds T0, because nothing overwrote it while the bit was clear) to the target;
-//!    for a target track not yet filled, write the whole track: T0 from the source file with the
-//!    cached bytes on top;
+//! 1. for every relationship that still owes T0 data for a track: copy the volume's current view
+//!    of the track (its file, or up a cascade; it still holds T0, because nothing overwrote it
+//!    while the bit was clear) to the target; for a target track not yet filled, write the whole
+//!    track: its source's view with the cached bytes on top; and mark the change in every
+//!    recording relationship;
 //! 2. sync every target written, then commit the changed bitmap chunks in one catalog
 //!    transaction ([`Inner::persist`]);
 //! 3. only then write the cached bytes to the volume file.
@@ -15,11 +16,12 @@
 use crate::cache::PendingTrack;
 use crate::engine::Inner;
 use crate::error::IoError;
-use crate::relationship::Rel;
+use crate::relationship::{Rel, SOURCE, TARGET};
 use crate::storage::BlockFile;
-use crate::volume::{Links, Volume};
+use crate::volume::{view_file, Links, Volume};
 use std::collections::BTreeSet;
 use std::io;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 /// Tracks destaged per batch: enough to amortise the syncs, small enough to keep lock holds short.
@@ -80,7 +82,12 @@ impl Inner {
         first: u64,
         last: u64,
     ) -> Result<usize, IoError> {
-        let tracks: Vec<u64> = vol.cache.lock().range(first..=last).map(|(t, _)| *t).collect();
+        let tracks: Vec<u64> = vol
+            .cache
+            .lock()
+            .range(first..=last)
+            .map(|(t, _)| *t)
+            .collect();
         self.destage_tracks(vol, links, &tracks)
     }
 
@@ -120,30 +127,49 @@ impl Inner {
         for (track, pending) in entries {
             let start = geometry.track_start(*track);
             let end = start + geometry.track_len(*track);
-            for rel in &links.source_of {
-                if !rel.is_live() || rel.bitmap.get(*track) {
-                    continue;
-                }
-                match copy_span(&*vol.file, &*rel.target.file, start, end) {
-                    Ok(()) => {
-                        rel.bitmap.set(*track);
-                        rel.unpersisted.lock().insert(*track);
-                        touched.push(rel.clone());
+            let owed: Vec<&Arc<Rel>> = links
+                .source_of
+                .iter()
+                .filter(|r| r.is_live() && !r.bitmap.get(*track))
+                .collect();
+            if !owed.is_empty() {
+                match view_file(vol, links, *track) {
+                    Ok(view) => {
+                        for rel in owed {
+                            match copy_span(&*view, &*rel.target.file, start, end) {
+                                Ok(()) => {
+                                    rel.bitmap.set(*track);
+                                    rel.unpersisted.lock().insert(*track);
+                                    touched.push(rel.clone());
+                                }
+                                Err(e) => self
+                                    .fail_rel(rel, &format!("copy-on-write to target failed: {e}")),
+                            }
+                        }
                     }
-                    Err(e) => self.fail_rel(rel, &format!("copy-on-write to target failed: {e}")),
+                    Err(failed) => {
+                        for rel in owed {
+                            self.fail_rel(
+                                rel,
+                                &format!("its source's view is lost: {failed} failed"),
+                            );
+                        }
+                    }
                 }
             }
             if let Some(rel) = links.target_of.as_ref() {
                 if rel.is_live() && !rel.bitmap.get(*track) {
                     let mut buf = vec![0u8; (end - start) as usize];
-                    let filled_ok = rel
-                        .source
-                        .file
-                        .read_at(&mut buf, start)
-                        .and_then(|()| {
-                            pending.overlay(0, &mut buf);
-                            vol.file.write_at(&buf, start)
-                        });
+                    let filled_ok = {
+                        let source_links = rel.source.links.read();
+                        view_file(&rel.source, &source_links, *track)
+                            .map_err(|failed| std::io::Error::other(format!("{failed} failed")))
+                    }
+                    .and_then(|view| view.read_at(&mut buf, start))
+                    .and_then(|()| {
+                        pending.overlay(0, &mut buf);
+                        vol.file.write_at(&buf, start)
+                    });
                     match filled_ok {
                         Ok(()) => {
                             rel.bitmap.set(*track);
@@ -151,8 +177,21 @@ impl Inner {
                             touched.push(rel.clone());
                             filled.insert(*track);
                         }
-                        Err(e) => self.fail_rel(rel, &format!("filling a target track failed: {e}")),
+                        Err(e) => {
+                            self.fail_rel(rel, &format!("filling a target track failed: {e}"))
+                        }
                     }
+                }
+            }
+            // Change recording: the change is committed before the write reaches the disk.
+            for rel in &links.source_of {
+                if rel.recording.load(Ordering::Acquire) && rel.changed[SOURCE].set(*track) {
+                    touched.push(rel.clone());
+                }
+            }
+            if let Some(rel) = links.target_of.as_ref() {
+                if rel.recording.load(Ordering::Acquire) && rel.changed[TARGET].set(*track) {
+                    touched.push(rel.clone());
                 }
             }
         }

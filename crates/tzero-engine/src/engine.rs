@@ -1,22 +1,23 @@
 //! The engine: the registry of volumes and relationships, the admin operations, recovery on
 //! open, and the destager and copier threads.
 //!
-//! Lock order, outermost first: `admin` (one admin operation at a time) → volume gates
-//! (`Volume::links`, several taken in volume-id order) → track stripes → short-lived mutexes
-//! (cache maps, bitmap dirty sets, records). Nothing that holds a stripe ever waits for a gate,
-//! and a writer waiting for cache space holds no lock at all.
+//! Lock order, outermost first: `admin` (one admin operation at a time) → `topology` (shared by
+//! every host request, destage batch and copy step; exclusive while relationships change) →
+//! `Volume::links` (only written under exclusive topology, so reads never wait) → track stripes
+//! → short-lived mutexes (cache maps, bitmap dirty sets, records). Nothing that holds a stripe
+//! waits for `topology`, and a writer waiting for cache space holds no lock at all.
 
 use crate::cache::CacheBudget;
-use crate::catalog::{Catalog, RelRecord, RelState, VolumeRecord, CATALOG_FILE};
+use crate::catalog::{Catalog, RelState, VolumeRecord, CATALOG_FILE};
 use crate::error::{is_no_space, FlashError, IoError, OpenError, VolumeError};
 use crate::geometry::{Geometry, DEFAULT_TRACK_SIZE, MAX_CAPACITY};
 use crate::io::VolumeHandle;
 use crate::locks::TrackLocks;
-use crate::relationship::{now_ms, FlashInfo, FlashOptions, Rel, MAX_TARGETS_PER_SOURCE};
+use crate::relationship::{now_ms, FlashInfo, Rel};
 use crate::storage::file::FileStorage;
 use crate::storage::Storage;
 use crate::volume::{valid_name, Links, Volume, VolumeInfo};
-use parking_lot::{Condvar, Mutex, RwLock, RwLockWriteGuard};
+use parking_lot::{Condvar, Mutex, RwLock};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -54,6 +55,8 @@ pub(crate) struct Inner {
     pub catalog: Catalog,
     pub registry: RwLock<Registry>,
     pub admin: Mutex<()>,
+    /// Shared by every request and background step, exclusive for relationship changes.
+    pub topology: RwLock<()>,
     pub locks: TrackLocks,
     pub budget: CacheBudget,
     pub poisoned: AtomicBool,
@@ -67,7 +70,7 @@ pub(crate) struct Inner {
 /// The FlashCopy engine. Cheap to clone; all clones share one engine.
 #[derive(Debug, Clone)]
 pub struct Engine {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
     threads: Arc<Mutex<Vec<JoinHandle<()>>>>,
 }
 
@@ -92,7 +95,7 @@ impl Inner {
         Ok(())
     }
 
-    fn poison(&self, what: &str, e: &dyn std::error::Error) {
+    pub(crate) fn poison(&self, what: &str, e: &dyn std::error::Error) {
         tracing::error!(error = %e, "{what}: metadata could not be persisted; the engine refuses further I/O until it is reopened");
         self.poisoned.store(true, Ordering::Release);
     }
@@ -111,38 +114,45 @@ impl Inner {
                 continue;
             }
             let pending: Vec<u64> = rel.unpersisted.lock().iter().copied().collect();
-            let chunks = rel.bitmap.take_dirty();
-            if pending.is_empty() && chunks.is_empty() {
+            let mut dirty = Vec::new();
+            for (kind, bitmap) in rel.bitmaps() {
+                for chunk in bitmap.take_dirty() {
+                    dirty.push((kind, chunk, bitmap.encode_chunk(chunk)));
+                }
+            }
+            if pending.is_empty() && dirty.is_empty() {
                 continue;
             }
-            let encoded: Vec<(u64, Vec<u8>)> =
-                chunks.iter().map(|c| (*c, rel.bitmap.encode_chunk(*c))).collect();
             if let Err(e) = rel.target.file.sync() {
                 self.fail_rel(rel, &format!("syncing the target failed: {e}"));
                 continue;
             }
-            snapshots.push((*rel, pending, chunks, encoded));
+            snapshots.push((*rel, pending, dirty));
         }
         if snapshots.is_empty() {
             return Ok(());
         }
         let committed = (|| {
             let mut change = self.catalog.change()?;
-            for (rel, _, _, encoded) in &snapshots {
-                for (chunk, bytes) in encoded {
-                    change.put_chunk_bytes(rel.id, *chunk, bytes)?;
+            for (rel, _, dirty) in &snapshots {
+                for (kind, chunk, bytes) in dirty {
+                    change.put_chunk_bytes(rel.id, *kind, *chunk, bytes)?;
                 }
             }
             change.commit()
         })();
         if let Err(e) = committed {
-            for (rel, _, chunks, _) in &snapshots {
-                rel.bitmap.mark_dirty(chunks);
+            for (rel, _, dirty) in &snapshots {
+                for (kind, bitmap) in rel.bitmaps() {
+                    let chunks: Vec<u64> =
+                        dirty.iter().filter(|d| d.0 == kind).map(|d| d.1).collect();
+                    bitmap.mark_dirty(&chunks);
+                }
             }
             self.poison("persisting bitmaps", &e);
             return Err(IoError::Poisoned);
         }
-        for (rel, pending, _, _) in snapshots {
+        for (rel, pending, _) in snapshots {
             let mut unpersisted = rel.unpersisted.lock();
             for t in pending {
                 unpersisted.remove(&t);
@@ -175,8 +185,11 @@ impl Inner {
 
     /// Called when a COPY relationship has every bit set (and durable).
     pub(crate) fn complete(&self, rel: &Arc<Rel>) -> Result<(), IoError> {
-        let persistent = rel.record.lock().persistent;
-        if persistent {
+        let stays = {
+            let r = rel.record.lock();
+            r.persistent && !r.withdraw_on_complete
+        };
+        if stays {
             let record = {
                 let mut r = rel.record.lock();
                 if r.state != RelState::Active {
@@ -208,52 +221,6 @@ impl Inner {
             },
             _ => IoError::Poisoned,
         })
-    }
-
-    /// Gates of two volumes, exclusively, in id order.
-    fn gates<'a>(
-        a: &'a Volume,
-        b: &'a Volume,
-    ) -> (RwLockWriteGuard<'a, Links>, RwLockWriteGuard<'a, Links>) {
-        if a.id < b.id {
-            let ga = a.links.write();
-            (ga, b.links.write())
-        } else {
-            let gb = b.links.write();
-            (a.links.write(), gb)
-        }
-    }
-
-    /// Ends a relationship. The caller holds `admin`. Pending writes of both volumes are
-    /// destaged first with the relationship still in place; a complete copy is synced before
-    /// the catalog forgets the relationship, an incomplete one leaves the target undefined.
-    pub(crate) fn remove_rel(&self, rel: &Arc<Rel>) -> Result<(), FlashError> {
-        let (mut src_links, mut tgt_links) = Self::gates(&rel.source, &rel.target);
-        self.destage_all(&rel.source, &src_links).map_err(io_to_flash)?;
-        self.destage_all(&rel.target, &tgt_links).map_err(io_to_flash)?;
-        let complete = rel.bitmap.is_full() && !rel.failed.load(Ordering::Acquire);
-        if complete {
-            rel.target.file.sync().map_err(FlashError::Storage)?;
-        }
-        let mut target_record = self.volume_record(&rel.target);
-        target_record.contents_undefined = !complete;
-        let committed = self.catalog.change().and_then(|mut c| {
-            c.delete_rel(rel.id)?;
-            c.put_volume(&target_record)?;
-            c.commit()
-        });
-        if let Err(e) = committed {
-            self.poison("withdrawing a relationship", &e);
-            return Err(FlashError::Poisoned);
-        }
-        rel.withdrawn.store(true, Ordering::Release);
-        rel.target
-            .contents_undefined
-            .store(!complete, Ordering::Release);
-        src_links.source_of.retain(|r| r.id != rel.id);
-        tgt_links.target_of = None;
-        self.registry.write().rels.remove(&rel.id);
-        Ok(())
     }
 
     pub(crate) fn volume_record(&self, v: &Volume) -> VolumeRecord {
@@ -291,6 +258,7 @@ impl Inner {
             if tracks.is_empty() {
                 continue;
             }
+            let _topology = self.topology.read();
             let links = vol.links.read();
             match self.destage_tracks(&vol, &links, &tracks) {
                 Ok(n) => done += n,
@@ -304,7 +272,7 @@ impl Inner {
     }
 }
 
-fn io_to_flash(e: IoError) -> FlashError {
+pub(crate) fn io_to_flash(e: IoError) -> FlashError {
     match e {
         IoError::Storage { source, .. } => FlashError::Storage(source),
         _ => FlashError::Poisoned,
@@ -330,23 +298,25 @@ impl Engine {
 
     /// Opens the engine on any storage; recovers every volume and relationship.
     pub fn open(storage: Arc<dyn Storage>, config: EngineConfig) -> Result<Engine, OpenError> {
-        let catalog_file = storage
-            .open(CATALOG_FILE, true)
-            .map_err(|source| OpenError::DataDir {
-                path: CATALOG_FILE.to_string(),
-                source,
-            })?;
+        let catalog_file =
+            storage
+                .open(CATALOG_FILE, true)
+                .map_err(|source| OpenError::DataDir {
+                    path: CATALOG_FILE.to_string(),
+                    source,
+                })?;
         let catalog = Catalog::open(catalog_file)?;
         let contents = catalog.load()?;
         let mut registry = Registry::default();
         let mut by_id = BTreeMap::new();
         for rec in &contents.volumes {
-            let file = storage
-                .open(&rec.file_name(), false)
-                .map_err(|source| OpenError::VolumeFile {
-                    name: rec.name.clone(),
-                    source,
-                })?;
+            let file =
+                storage
+                    .open(&rec.file_name(), false)
+                    .map_err(|source| OpenError::VolumeFile {
+                        name: rec.name.clone(),
+                        source,
+                    })?;
             let vol = Arc::new(Volume {
                 id: rec.id,
                 name: rec.name.clone(),
@@ -365,12 +335,17 @@ impl Engine {
         for rec in contents.relationships {
             let (Some(source), Some(target)) = (by_id.get(&rec.source), by_id.get(&rec.target))
             else {
-                tracing::warn!(id = rec.id, "relationship refers to a missing volume; ignored");
+                tracing::warn!(
+                    id = rec.id,
+                    "relationship refers to a missing volume; ignored"
+                );
                 continue;
             };
             let rel = Arc::new(Rel::new(rec, source.clone(), target.clone()));
-            catalog.load_bitmap(rel.id, &rel.bitmap)?;
-            rel.bitmap.take_dirty();
+            for (kind, bitmap) in rel.bitmaps() {
+                catalog.load_bitmap(rel.id, kind, bitmap)?;
+                bitmap.take_dirty();
+            }
             source.links.write().source_of.push(rel.clone());
             target.links.write().target_of = Some(rel.clone());
             registry.rels.insert(rel.id, rel);
@@ -380,6 +355,7 @@ impl Engine {
             catalog,
             registry: RwLock::new(registry),
             admin: Mutex::new(()),
+            topology: RwLock::new(()),
             locks: TrackLocks::default(),
             budget: CacheBudget::new(config.cache_bytes),
             poisoned: AtomicBool::new(false),
@@ -417,7 +393,7 @@ impl Engine {
         })
     }
 
-    fn lookup(&self, name: &str) -> Option<Arc<Volume>> {
+    pub(crate) fn lookup(&self, name: &str) -> Option<Arc<Volume>> {
         self.inner.registry.read().volumes.get(name).cloned()
     }
 
@@ -431,7 +407,7 @@ impl Engine {
         if !valid_name(name) {
             return Err(VolumeError::InvalidName(name.to_string()));
         }
-        if capacity == 0 || capacity % 512 != 0 || capacity > MAX_CAPACITY {
+        if capacity == 0 || !capacity.is_multiple_of(512) || capacity > MAX_CAPACITY {
             return Err(VolumeError::InvalidCapacity(capacity));
         }
         let track_size = if track_size == 0 {
@@ -504,7 +480,12 @@ impl Engine {
             .ok_or_else(|| VolumeError::NotFound(name.to_string()))?;
         let rels: Vec<Arc<Rel>> = {
             let links = vol.links.read();
-            links.source_of.iter().chain(links.target_of.iter()).cloned().collect()
+            links
+                .source_of
+                .iter()
+                .chain(links.target_of.iter())
+                .cloned()
+                .collect()
         };
         if !rels.is_empty() {
             if !force {
@@ -528,7 +509,7 @@ impl Engine {
                 })?;
             }
         }
-        let _gate = vol.links.write();
+        let _topology = inner.topology.write();
         let committed = inner.catalog.change().and_then(|mut c| {
             c.delete_volume(vol.id)?;
             c.commit()
@@ -547,13 +528,23 @@ impl Engine {
         inner.budget.release(held);
         inner.registry.write().volumes.remove(name);
         let file_name = inner.volume_record(&vol).file_name();
-        inner.storage.remove(&file_name).map_err(storage_err(name))?;
+        inner
+            .storage
+            .remove(&file_name)
+            .map_err(storage_err(name))?;
         tracing::info!(volume = name, "volume deleted");
         Ok(())
     }
 
     pub fn volumes(&self) -> Vec<VolumeInfo> {
-        let volumes: Vec<Arc<Volume>> = self.inner.registry.read().volumes.values().cloned().collect();
+        let volumes: Vec<Arc<Volume>> = self
+            .inner
+            .registry
+            .read()
+            .volumes
+            .values()
+            .cloned()
+            .collect();
         volumes.iter().map(|v| v.info()).collect()
     }
 
@@ -571,171 +562,6 @@ impl Engine {
         Ok(VolumeHandle::new(self.inner.clone(), vol))
     }
 
-    fn find_rel(&self, source: &str, target: &str) -> Result<Arc<Rel>, FlashError> {
-        let tgt = self
-            .lookup(target)
-            .ok_or_else(|| FlashError::VolumeNotFound(target.to_string()))?;
-        if self.lookup(source).is_none() {
-            return Err(FlashError::VolumeNotFound(source.to_string()));
-        }
-        let links = tgt.links.read();
-        links
-            .target_of
-            .as_ref()
-            .filter(|r| r.source.name == source)
-            .cloned()
-            .ok_or_else(|| FlashError::NotFound(source.to_string(), target.to_string()))
-    }
-
-    /// Establishes source→target at this instant (T0). Costs the same for any volume size:
-    /// it destages what the cache holds for the two volumes, syncs the source so T0 is durable,
-    /// and commits one catalog record; the bitmap starts empty and unallocated.
-    pub fn establish(
-        &self,
-        source: &str,
-        target: &str,
-        opts: FlashOptions,
-    ) -> Result<FlashInfo, FlashError> {
-        let inner = &self.inner;
-        if inner.poisoned.load(Ordering::Acquire) {
-            return Err(FlashError::Poisoned);
-        }
-        let _admin = inner.admin.lock();
-        let src = self
-            .lookup(source)
-            .ok_or_else(|| FlashError::VolumeNotFound(source.to_string()))?;
-        let tgt = self
-            .lookup(target)
-            .ok_or_else(|| FlashError::VolumeNotFound(target.to_string()))?;
-        if src.id == tgt.id {
-            return Err(FlashError::SameVolume(source.to_string()));
-        }
-        for (what, a, b) in [
-            ("capacity", src.geometry.capacity, tgt.geometry.capacity),
-            ("track size", src.geometry.track_size, tgt.geometry.track_size),
-        ] {
-            if a != b {
-                return Err(FlashError::Mismatch {
-                    src: source.to_string(),
-                    tgt: target.to_string(),
-                    what,
-                });
-            }
-        }
-        let (mut src_links, mut tgt_links) = Inner::gates(&src, &tgt);
-        if let Some(existing) = &tgt_links.target_of {
-            return Err(FlashError::TargetHasSource {
-                target: target.to_string(),
-                existing: existing.source.name.clone(),
-            });
-        }
-        if src_links.target_of.is_some() || !tgt_links.source_of.is_empty() {
-            return Err(FlashError::Unsupported(format!(
-                "cascading ({source} is a target or {target} is a source) is not supported yet"
-            )));
-        }
-        if src_links.source_of.len() >= MAX_TARGETS_PER_SOURCE {
-            return Err(FlashError::TooManyTargets(
-                source.to_string(),
-                MAX_TARGETS_PER_SOURCE,
-            ));
-        }
-        // Writes acknowledged before T0 belong to T0: put them on disk and make them durable.
-        inner.destage_all(&src, &src_links).map_err(io_to_flash)?;
-        let dropped: u64 = {
-            // The target's own pending writes are superseded by T0.
-            let mut cache = tgt.cache.lock();
-            let held = cache.values().map(|p| p.bytes()).sum();
-            cache.clear();
-            held
-        };
-        inner.budget.release(dropped);
-        src.file.sync().map_err(FlashError::Storage)?;
-        let now = now_ms();
-        let mut change = inner.catalog.change()?;
-        let record = RelRecord {
-            id: change.next_id()?,
-            source: src.id,
-            target: tgt.id,
-            background_copy: opts.background_copy,
-            persistent: opts.persistent,
-            copy_rate: opts.copy_rate,
-            state: RelState::Active,
-            created_ms: now,
-            synced_ms: now,
-            failure: None,
-        };
-        let mut tgt_record = inner.volume_record(&tgt);
-        tgt_record.contents_undefined = false;
-        change.put_rel(&record)?;
-        change.put_volume(&tgt_record)?;
-        if let Err(e) = change.commit() {
-            inner.poison("establishing a relationship", &e);
-            return Err(FlashError::Poisoned);
-        }
-        let rel = Arc::new(Rel::new(record, src.clone(), tgt.clone()));
-        tgt.contents_undefined.store(false, Ordering::Release);
-        src_links.source_of.push(rel.clone());
-        tgt_links.target_of = Some(rel.clone());
-        inner.registry.write().rels.insert(rel.id, rel.clone());
-        drop((src_links, tgt_links));
-        inner.kick();
-        tracing::info!(source, target, ?opts, "FlashCopy established");
-        Ok(rel.info())
-    }
-
-    /// Withdraws a relationship now. An incomplete copy leaves the target's contents undefined.
-    pub fn withdraw(&self, source: &str, target: &str) -> Result<(), FlashError> {
-        let _admin = self.inner.admin.lock();
-        let rel = self.find_rel(source, target)?;
-        self.inner.remove_rel(&rel)?;
-        tracing::info!(source, target, "FlashCopy withdrawn");
-        Ok(())
-    }
-
-    /// Turns NOCOPY into COPY.
-    pub fn start_background_copy(&self, source: &str, target: &str) -> Result<FlashInfo, FlashError> {
-        self.update_record(source, target, |r| {
-            if r.background_copy {
-                return Err(FlashError::AlreadyCopy(source.to_string(), target.to_string()));
-            }
-            r.background_copy = true;
-            Ok(())
-        })
-    }
-
-    /// Changes the background copy rate (bytes per second, 0 = unlimited), also mid-copy.
-    pub fn set_copy_rate(&self, source: &str, target: &str, rate: u64) -> Result<FlashInfo, FlashError> {
-        self.update_record(source, target, |r| {
-            r.copy_rate = rate;
-            Ok(())
-        })
-    }
-
-    fn update_record(
-        &self,
-        source: &str,
-        target: &str,
-        f: impl FnOnce(&mut RelRecord) -> Result<(), FlashError>,
-    ) -> Result<FlashInfo, FlashError> {
-        let inner = &self.inner;
-        let _admin = inner.admin.lock();
-        let rel = self.find_rel(source, target)?;
-        let mut record = rel.record.lock().clone();
-        f(&mut record)?;
-        let committed = inner.catalog.change().and_then(|mut c| {
-            c.put_rel(&record)?;
-            c.commit()
-        });
-        if let Err(e) = committed {
-            inner.poison("updating a relationship", &e);
-            return Err(FlashError::Poisoned);
-        }
-        *rel.record.lock() = record;
-        inner.kick();
-        Ok(rel.info())
-    }
-
     pub fn relationships(&self) -> Vec<FlashInfo> {
         let rels: Vec<Arc<Rel>> = self.inner.registry.read().rels.values().cloned().collect();
         rels.iter().map(|r| r.info()).collect()
@@ -747,7 +573,14 @@ impl Engine {
 
     /// Destages and syncs every volume and persists every bitmap.
     pub fn flush_all(&self) -> Result<(), IoError> {
-        let volumes: Vec<Arc<Volume>> = self.inner.registry.read().volumes.values().cloned().collect();
+        let volumes: Vec<Arc<Volume>> = self
+            .inner
+            .registry
+            .read()
+            .volumes
+            .values()
+            .cloned()
+            .collect();
         for vol in &volumes {
             VolumeHandle::new(self.inner.clone(), vol.clone()).flush_unchecked()?;
         }
@@ -790,7 +623,8 @@ impl Engine {
 
     /// Bytes of memory held by a relationship's bitmap.
     pub fn bitmap_memory(&self, source: &str, target: &str) -> Result<usize, FlashError> {
-        self.find_rel(source, target).map(|r| r.bitmap.memory_bytes())
+        self.find_rel(source, target)
+            .map(|r| r.bitmap.memory_bytes())
     }
 
     /// Bytes the write cache holds now.

@@ -18,7 +18,9 @@ pub enum VolumeError {
     InvalidCapacity(u64),
     #[error("invalid track size {0}: it must be a power of two from 4 KiB to 1 MiB")]
     InvalidTrackSize(u64),
-    #[error("volume {name:?} is in a FlashCopy relationship ({detail}); withdraw it first or force")]
+    #[error(
+        "volume {name:?} is in a FlashCopy relationship ({detail}); withdraw it first or force"
+    )]
     InUse { name: String, detail: String },
     #[error("storage error on volume {name:?}")]
     Storage {
@@ -75,7 +77,11 @@ pub enum FlashError {
 #[non_exhaustive]
 pub enum IoError {
     #[error("range {offset}+{len} is outside the volume of {capacity} bytes")]
-    OutOfRange { offset: u64, len: u64, capacity: u64 },
+    OutOfRange {
+        offset: u64,
+        len: u64,
+        capacity: u64,
+    },
     #[error("no space left for volume {0:?}")]
     NoSpace(String),
     #[error("volume {0:?} is write-protected")]

@@ -1,9 +1,9 @@
 //! Host I/O on a volume: the seed's routing rules.
 //!
 //! - Read source: the source file, with the volume's cached writes on top.
-//! - Read target: a track whose bit is set reads the target file; a clear one reads the source
-//!   *file*, which still holds T0 (source writes to that track wait in the cache). The target's
-//!   own cached writes go on top.
+//! - Read target: a track whose bit is set reads the target file; a clear one reads the source's
+//!   view (its file, or further up a cascade), which still holds T0 (source writes to that track
+//!   wait in the cache). The target's own cached writes go on top.
 //! - Write: if no relationship still owes T0 data for the track (durably), the bytes go straight
 //!   to the volume file; otherwise they wait in the write cache for the destager, which does the
 //!   copy-on-write (source) or the T0 fill of the rest of the track (target) first.
@@ -12,8 +12,7 @@
 use crate::cache::PendingTrack;
 use crate::engine::{map_write_err, Inner};
 use crate::error::IoError;
-use crate::storage::BlockFile;
-use crate::volume::Volume;
+use crate::volume::{view_file, Volume};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -85,6 +84,7 @@ impl VolumeHandle {
     pub fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), IoError> {
         self.check(offset, buf.len() as u64)?;
         let vol = &self.vol;
+        let _topology = self.inner.topology.read();
         let links = vol.links.read();
         for span in vol.geometry.spans(offset, buf.len() as u64) {
             let out = &mut buf[span.buf_offset as usize..(span.buf_offset + span.len) as usize];
@@ -95,13 +95,7 @@ impl VolumeHandle {
                     continue;
                 }
             }
-            let file: &Arc<dyn BlockFile> = match links.target_of.as_ref() {
-                Some(rel) if rel.failed.load(Ordering::Acquire) => {
-                    return Err(IoError::TargetFailed(vol.name.clone()));
-                }
-                Some(rel) if !rel.bitmap.get(span.track) => &rel.source.file,
-                _ => &vol.file,
-            };
+            let file = view_file(vol, &links, span.track).map_err(IoError::TargetFailed)?;
             file.read_at(out, offset + span.buf_offset)
                 .map_err(|e| self.read_err(e))?;
             if let Some(p) = vol.cache.lock().get(&span.track) {
@@ -129,13 +123,14 @@ impl VolumeHandle {
         let mut unused = data.len() as u64;
         let mut kick = false;
         let result = (|| {
+            let _topology = inner.topology.read();
             let links = vol.links.read();
             for span in vol.geometry.spans(offset, data.len() as u64) {
                 let piece = &data[span.buf_offset as usize..(span.buf_offset + span.len) as usize];
                 let _stripe = inner.locks.shared(span.track);
                 let mut cache = vol.cache.lock();
                 if let Some(p) = cache.get_mut(&span.track) {
-                    unused -= p.insert(span.in_track, piece).max(0) as u64;
+                    unused -= p.insert(span.in_track, piece);
                     continue;
                 }
                 if links.write_through_ok(span.track) {
@@ -146,7 +141,7 @@ impl VolumeHandle {
                     continue;
                 }
                 let mut p = PendingTrack::default();
-                unused -= p.insert(span.in_track, piece).max(0) as u64;
+                unused -= p.insert(span.in_track, piece);
                 cache.insert(span.track, p);
                 kick = true;
             }
@@ -169,6 +164,7 @@ impl VolumeHandle {
     pub(crate) fn flush_unchecked(&self) -> Result<(), IoError> {
         self.inner.check_poison()?;
         {
+            let _topology = self.inner.topology.read();
             let links = self.vol.links.read();
             self.inner.destage_all(&self.vol, &links)?;
         }
@@ -181,6 +177,7 @@ impl VolumeHandle {
         let first = offset / g.track_size;
         let last = (offset + len.max(1) - 1) / g.track_size;
         {
+            let _topology = self.inner.topology.read();
             let links = self.vol.links.read();
             self.inner.destage_range(&self.vol, &links, first, last)?;
         }
@@ -202,25 +199,27 @@ impl VolumeHandle {
 
     /// Zeroes a range. With `punch`, space may be deallocated (TRIM, or WRITE_ZEROES without
     /// NO_HOLE); reads return zeros either way.
-    pub fn write_zeroes(&self, offset: u64, len: u64, punch: bool, fua: bool) -> Result<(), IoError> {
+    pub fn write_zeroes(
+        &self,
+        offset: u64,
+        len: u64,
+        punch: bool,
+        fua: bool,
+    ) -> Result<(), IoError> {
         self.check(offset, len)?;
         let vol = &self.vol;
-        let fast = punch && {
-            let links = vol.links.read();
-            links.is_empty() && vol.cache.lock().is_empty()
-        };
-        if fast {
+        let punched = punch && {
+            let _topology = self.inner.topology.read();
             // No relationship and nothing cached: nothing can route through these bytes.
-            let links = vol.links.read();
-            if links.is_empty() {
+            let alone = vol.links.read().is_empty() && vol.cache.lock().is_empty();
+            if alone {
                 vol.file
                     .punch_hole(offset, len)
                     .map_err(|e| map_write_err(&vol.name, e))?;
-            } else {
-                drop(links);
-                self.zero_by_writes(offset, len)?;
             }
-        } else {
+            alone
+        };
+        if !punched {
             self.zero_by_writes(offset, len)?;
         }
         if fua {
@@ -247,6 +246,7 @@ impl VolumeHandle {
         self.check(offset, len)?;
         let vol = &self.vol;
         let g = vol.geometry;
+        let _topology = self.inner.topology.read();
         let links = vol.links.read();
         let mut extents: Vec<Extent> = Vec::new();
         let mut push = |length: u64, allocated: bool| match extents.last_mut() {
@@ -278,10 +278,7 @@ impl VolumeHandle {
         while pos < end && tracks < BLOCK_STATUS_MAX_TRACKS {
             let track = pos / g.track_size;
             let track_end = (g.track_start(track) + g.track_len(track)).min(end);
-            let file: &Arc<dyn BlockFile> = match links.target_of.as_ref() {
-                Some(rel) if !rel.bitmap.get(track) => &rel.source.file,
-                _ => &vol.file,
-            };
+            let file = view_file(vol, &links, track).map_err(IoError::TargetFailed)?;
             let cached = vol.cache.lock().contains_key(&track);
             let allocated = cached
                 || file

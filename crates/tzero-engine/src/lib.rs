@@ -5,6 +5,14 @@
 //! copy-on-write at destage, a background copier, and a redb catalog that makes all of it
 //! survive `kill -9` and power loss. See ARCHITECTURE.md for the invariants.
 
+// The engine indexes memory with track numbers and byte offsets held in u64. It builds only for
+// 64-bit targets, where u64 → usize never truncates, so that lint is off here and the build
+// fails loudly elsewhere.
+#![allow(clippy::cast_possible_truncation)]
+#[cfg(not(target_pointer_width = "64"))]
+compile_error!("tzero-engine needs a 64-bit target");
+
+mod admin;
 pub mod bitmap;
 pub mod cache;
 pub mod catalog;

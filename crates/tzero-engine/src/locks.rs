@@ -38,6 +38,9 @@ impl TrackLocks {
         let mut stripes: Vec<usize> = tracks.iter().map(|t| stripe_of(*t)).collect();
         stripes.sort_unstable();
         stripes.dedup();
-        stripes.into_iter().map(|s| self.stripes[s].write()).collect()
+        stripes
+            .into_iter()
+            .map(|s| self.stripes[s].write())
+            .collect()
     }
 }

@@ -1,12 +1,18 @@
-//! A FlashCopy relationship: source, target, the control bitmap and the options.
+//! A FlashCopy relationship: source, target, the control bitmap, the change-recording bitmaps
+//! and the options.
 //!
 //! Bit `t` set means track `t` of the target holds its point-in-time data (or newer host data);
-//! clear means the target's view of the track is still the source file's T0 bytes. A bit set in
-//! memory but listed in `unpersisted` is not yet durable: writes that would destroy the T0 copy
-//! it protects (a source overwrite) must wait until it is.
+//! clear means the target's view of the track is still the source's view, which holds T0 (see
+//! [`crate::volume::view_source`]). A bit set in memory but listed in `unpersisted` is not yet
+//! durable: writes that would destroy the T0 copy it protects (a source overwrite) must wait
+//! until it is.
+//!
+//! With change recording (incremental FlashCopy), `changed[SOURCE]` and `changed[TARGET]` mark
+//! tracks written on either side since T0. A change bit is set by the destager and committed
+//! before the write it records reaches the disk, so a resync can never miss a change.
 
 use crate::bitmap::Bitmap;
-use crate::catalog::{RelRecord, RelState};
+use crate::catalog::{RelRecord, RelState, KIND_CHANGED_SOURCE, KIND_CHANGED_TARGET, KIND_COPIED};
 use crate::volume::Volume;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
@@ -26,6 +32,9 @@ pub struct FlashOptions {
     pub persistent: bool,
     /// Background copy rate in bytes per second; 0 is unlimited.
     pub copy_rate: u64,
+    /// Record changes on both volumes for incremental resync (`--record`).
+    #[serde(default)]
+    pub recording: bool,
 }
 
 /// State as reported to callers.
@@ -54,7 +63,17 @@ pub struct FlashInfo {
     pub created_ms: u64,
     pub synced_ms: u64,
     pub failure: Option<String>,
+    pub recording: bool,
+    /// Tracks changed on either side since T0 (what a resync would copy again).
+    pub changed_tracks: u64,
+    /// `rmflash --cp` is waiting for the background copy.
+    pub withdraw_pending: bool,
 }
+
+/// Index of the source side in [`Rel::changed`].
+pub(crate) const SOURCE: usize = 0;
+/// Index of the target side in [`Rel::changed`].
+pub(crate) const TARGET: usize = 1;
 
 #[derive(Debug)]
 pub(crate) struct Rel {
@@ -62,6 +81,9 @@ pub(crate) struct Rel {
     pub source: Arc<Volume>,
     pub target: Arc<Volume>,
     pub bitmap: Bitmap,
+    /// Change recording, indexed by [`SOURCE`] and [`TARGET`].
+    pub changed: [Bitmap; 2],
+    pub recording: AtomicBool,
     /// Tracks whose bit is set in memory but not yet durable.
     pub unpersisted: Mutex<HashSet<u64>>,
     /// Serialises persisting this bitmap (snapshot → sync target → commit).
@@ -82,6 +104,8 @@ impl Rel {
             source,
             target,
             bitmap: Bitmap::new(tracks),
+            changed: [Bitmap::new(tracks), Bitmap::new(tracks)],
+            recording: AtomicBool::new(record.recording),
             unpersisted: Mutex::new(HashSet::new()),
             persist_lock: Mutex::new(()),
             record: Mutex::new(record),
@@ -97,6 +121,27 @@ impl Rel {
 
     pub fn durably_copied(&self, track: u64) -> bool {
         self.bitmap.get(track) && !self.unpersisted.lock().contains(&track)
+    }
+
+    /// True when a write on `side` to `track` owes nothing to this relationship: the T0 data is
+    /// durably on the target and, when recording, the change is durably recorded.
+    pub fn settled(&self, side: usize, track: u64) -> bool {
+        self.durably_copied(track)
+            && (!self.recording.load(Ordering::Acquire) || self.changed[side].get(track))
+    }
+
+    /// The three bitmaps with their catalog kinds.
+    pub fn bitmaps(&self) -> [(u64, &Bitmap); 3] {
+        [
+            (KIND_COPIED, &self.bitmap),
+            (KIND_CHANGED_SOURCE, &self.changed[SOURCE]),
+            (KIND_CHANGED_TARGET, &self.changed[TARGET]),
+        ]
+    }
+
+    /// Copy complete and not failed: nothing routes through this relationship any more.
+    pub fn is_complete(&self) -> bool {
+        self.bitmap.is_full() && !self.failed.load(Ordering::Acquire)
     }
 
     pub fn info(&self) -> FlashInfo {
@@ -122,6 +167,13 @@ impl Rel {
             created_ms: r.created_ms,
             synced_ms: r.synced_ms,
             failure: r.failure.clone(),
+            recording: r.recording,
+            changed_tracks: if r.recording {
+                changed_union(&self.changed[SOURCE], &self.changed[TARGET])
+            } else {
+                0
+            },
+            withdraw_pending: r.withdraw_on_complete,
         }
     }
 }
@@ -130,4 +182,11 @@ pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Tracks set in either bitmap.
+fn changed_union(a: &Bitmap, b: &Bitmap) -> u64 {
+    let union = Bitmap::new(a.len());
+    union.set_where(a, b);
+    union.count()
 }

@@ -2,7 +2,7 @@
 
 use crate::cache::PendingTrack;
 use crate::geometry::Geometry;
-use crate::relationship::Rel;
+use crate::relationship::{Rel, SOURCE, TARGET};
 use crate::storage::BlockFile;
 use parking_lot::{Mutex, RwLock};
 use serde::Serialize;
@@ -23,11 +23,52 @@ impl Links {
     }
 
     /// True when a write to `track` may go straight to the volume file: no relationship still
-    /// owes T0 data for it, durably. Callers hold the track's stripe.
+    /// owes T0 data or a change record for it, durably. Callers hold the track's stripe.
     pub fn write_through_ok(&self, track: u64) -> bool {
-        let owed = |r: &Arc<Rel>| r.is_live() && !r.durably_copied(track);
-        !self.source_of.iter().any(owed) && !self.target_of.as_ref().is_some_and(owed)
+        let owed = |side: usize| move |r: &Arc<Rel>| r.is_live() && !r.settled(side, track);
+        !self.source_of.iter().any(owed(SOURCE))
+            && !self.target_of.as_ref().is_some_and(owed(TARGET))
     }
+}
+
+/// Where a volume's view of `track` lives: `None` for its own file, or the volume whose file
+/// holds it. A target whose bit is clear sees its source's view, which may itself be a target
+/// (cascading, A→B→C: C's uncopied track is B's view, which may be A's file).
+///
+/// Callers hold the topology lock (shared or exclusive), so no link changes under them.
+/// Errors with the name of a volume whose relationship failed: its view is gone.
+pub(crate) fn view_source(links: &Links, track: u64) -> Result<Option<Arc<Volume>>, String> {
+    let step = |links: &Links| -> Result<Option<Arc<Volume>>, String> {
+        match &links.target_of {
+            Some(r) if r.failed.load(std::sync::atomic::Ordering::Acquire) => {
+                Err(r.target.name.clone())
+            }
+            Some(r) if !r.bitmap.get(track) => Ok(Some(r.source.clone())),
+            _ => Ok(None),
+        }
+    };
+    let Some(mut view) = step(links)? else {
+        return Ok(None);
+    };
+    loop {
+        let up = step(&view.links.read())?;
+        match up {
+            Some(next) => view = next,
+            None => return Ok(Some(view)),
+        }
+    }
+}
+
+/// The file holding `vol`'s view of `track`.
+pub(crate) fn view_file(
+    vol: &Volume,
+    links: &Links,
+    track: u64,
+) -> Result<Arc<dyn BlockFile>, String> {
+    Ok(match view_source(links, track)? {
+        Some(v) => v.file.clone(),
+        None => vol.file.clone(),
+    })
 }
 
 #[derive(Debug)]
@@ -39,8 +80,8 @@ pub(crate) struct Volume {
     pub created_ms: u64,
     pub contents_undefined: AtomicBool,
     pub deleted: AtomicBool,
-    /// The volume's gate: host I/O holds it shared for each request; relationship changes hold
-    /// it exclusively, so a request sees one consistent set of relationships.
+    /// The relationships this volume takes part in. Changed only under the engine's topology
+    /// lock held exclusively; read under it held shared, so a request sees one consistent graph.
     pub links: RwLock<Links>,
     /// Pending writes by track (see [`crate::cache`]).
     pub cache: Mutex<BTreeMap<u64, PendingTrack>>,
@@ -72,7 +113,11 @@ impl Volume {
             track_size: self.geometry.track_size,
             allocated_bytes: self.file.allocated_bytes().unwrap_or(0),
             created_ms: self.created_ms,
-            source_of: links.source_of.iter().map(|r| r.target.name.clone()).collect(),
+            source_of: links
+                .source_of
+                .iter()
+                .map(|r| r.target.name.clone())
+                .collect(),
             target_of: links.target_of.as_ref().map(|r| r.source.name.clone()),
             contents_undefined: self.contents_undefined.load(Ordering::Acquire),
         }

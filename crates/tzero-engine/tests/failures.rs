@@ -1,6 +1,9 @@
 //! Failure handling: a target that runs out of space fails its relationship visibly while the
 //! source goes on and loses nothing; a failed metadata write poisons the engine.
 
+// Test arithmetic on tiny volumes; the engine itself only builds for 64-bit targets.
+#![allow(clippy::cast_possible_truncation)]
+
 use std::sync::Arc;
 use tzero_engine::storage::mem::MemStorage;
 use tzero_engine::{Engine, EngineConfig, FlashOptions, FlashState, IoError};
@@ -25,17 +28,29 @@ fn full_disk_fails_the_relationship_not_the_source() {
     src.write(0, &vec![7u8; CAP as usize], false).unwrap();
     src.flush().unwrap();
     engine
-        .establish("src", "tgt", FlashOptions { background_copy: false, persistent: true, copy_rate: 0 })
+        .establish(
+            "src",
+            "tgt",
+            FlashOptions {
+                background_copy: false,
+                persistent: true,
+                ..FlashOptions::default()
+            },
+        )
         .unwrap();
     // The target's disk is full (volume ids start at 1: src is 1, tgt is 2).
     storage.set_full_file(Some(&format!("vol-{:016x}.img", 2)));
     for t in 0..CAP / TRACK {
         src.write(t * TRACK, &[t as u8; 100], false).unwrap();
     }
-    src.flush().expect("the source flush succeeds although the target is full");
+    src.flush()
+        .expect("the source flush succeeds although the target is full");
     let info = engine.relationship("src", "tgt").unwrap();
     assert_eq!(info.state, FlashState::Failed, "{info:?}");
-    assert!(info.failure.as_deref().unwrap_or("").contains("target"), "{info:?}");
+    assert!(
+        info.failure.as_deref().unwrap_or("").contains("target"),
+        "{info:?}"
+    );
     let mut buf = vec![0u8; CAP as usize];
     src.read(0, &mut buf).unwrap();
     for t in 0..CAP / TRACK {
@@ -44,13 +59,19 @@ fn full_disk_fails_the_relationship_not_the_source() {
         assert!(track[100..].iter().all(|b| *b == 7));
     }
     let tgt = engine.handle("tgt").unwrap();
-    assert!(matches!(tgt.read(0, &mut buf[..512]), Err(IoError::TargetFailed(_))));
+    assert!(matches!(
+        tgt.read(0, &mut buf[..512]),
+        Err(IoError::TargetFailed(_))
+    ));
     // The failure is durable, and withdrawing it leaves the target marked undefined.
     storage.set_full_file(None);
     engine.shutdown().unwrap();
     drop(engine);
     let engine = Engine::open(storage.clone(), manual()).unwrap();
-    assert_eq!(engine.relationship("src", "tgt").unwrap().state, FlashState::Failed);
+    assert_eq!(
+        engine.relationship("src", "tgt").unwrap().state,
+        FlashState::Failed
+    );
     engine.withdraw("src", "tgt").unwrap();
     assert!(engine.volume("tgt").unwrap().contents_undefined);
 }
@@ -62,7 +83,15 @@ fn failed_catalog_commit_poisons_the_engine() {
     engine.create_volume("a", CAP, TRACK).unwrap();
     engine.create_volume("b", CAP, TRACK).unwrap();
     engine
-        .establish("a", "b", FlashOptions { background_copy: false, persistent: false, copy_rate: 0 })
+        .establish(
+            "a",
+            "b",
+            FlashOptions {
+                background_copy: false,
+                persistent: false,
+                ..FlashOptions::default()
+            },
+        )
         .unwrap();
     let a = engine.handle("a").unwrap();
     a.write(0, &[1u8; 10], false).unwrap();
@@ -71,7 +100,10 @@ fn failed_catalog_commit_poisons_the_engine() {
     assert!(a.flush().is_err());
     storage.power_cut(&mut |_, _| true);
     // The disk is back, but the engine must not carry on with a state that may be wrong.
-    assert!(matches!(a.write(0, &[2u8; 10], false), Err(IoError::Poisoned)));
+    assert!(matches!(
+        a.write(0, &[2u8; 10], false),
+        Err(IoError::Poisoned)
+    ));
     let mut buf = [0u8; 10];
     assert!(matches!(a.read(0, &mut buf), Err(IoError::Poisoned)));
     drop(engine);
@@ -112,7 +144,9 @@ fn bad_volume_parameters_are_refused() {
     assert!(engine.establish("a", "b", FlashOptions::default()).is_err());
     assert!(engine.establish("a", "c", FlashOptions::default()).is_err());
     assert!(engine.establish("a", "a", FlashOptions::default()).is_err());
-    assert!(engine.establish("a", "zz", FlashOptions::default()).is_err());
+    assert!(engine
+        .establish("a", "zz", FlashOptions::default())
+        .is_err());
     assert!(engine.relationships().is_empty());
 }
 
@@ -130,12 +164,18 @@ fn twelve_targets_then_refuse_the_thirteenth() {
             .establish("s", &format!("t{i}"), FlashOptions::default())
             .unwrap();
     }
-    assert!(engine.establish("s", "t12", FlashOptions::default()).is_err());
+    assert!(engine
+        .establish("s", "t12", FlashOptions::default())
+        .is_err());
     s.write(0, &[99; 64], false).unwrap();
     s.flush().unwrap();
     for i in 0..12u8 {
         let mut buf = [0u8; 64];
-        engine.handle(&format!("t{i}")).unwrap().read(0, &mut buf).unwrap();
+        engine
+            .handle(&format!("t{i}"))
+            .unwrap()
+            .read(0, &mut buf)
+            .unwrap();
         assert_eq!(buf, [i; 64], "target t{i} reads its own T0");
     }
 }

@@ -8,6 +8,9 @@
 //! nothing else. A target's `cur` is its source's bytes at T0 with the target's own writes on
 //! top, which is the whole FlashCopy contract.
 
+// Test arithmetic on tiny volumes; the engine itself only builds for 64-bit targets.
+#![allow(clippy::cast_possible_truncation)]
+
 use proptest::prelude::*;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -21,20 +24,68 @@ const CAPACITY: u64 = 8 * TRACK + 2048;
 
 #[derive(Debug, Clone)]
 enum Op {
-    Write { vol: usize, offset: u64, len: u64, seed: u64, fua: bool },
-    Zero { vol: usize, offset: u64, len: u64, punch: bool },
-    Read { vol: usize, offset: u64, len: u64 },
-    OutOfRange { vol: usize, offset: u64 },
-    Establish { src: usize, tgt: usize, copy: bool, persistent: bool },
-    Withdraw { tgt: usize },
-    ToCopy { tgt: usize },
-    CopyStep { tracks: u64 },
+    Write {
+        vol: usize,
+        offset: u64,
+        len: u64,
+        seed: u64,
+        fua: bool,
+    },
+    Zero {
+        vol: usize,
+        offset: u64,
+        len: u64,
+        punch: bool,
+    },
+    Read {
+        vol: usize,
+        offset: u64,
+        len: u64,
+    },
+    OutOfRange {
+        vol: usize,
+        offset: u64,
+    },
+    Establish {
+        src: usize,
+        tgt: usize,
+        copy: bool,
+        persistent: bool,
+        record: bool,
+    },
+    Withdraw {
+        tgt: usize,
+    },
+    WithdrawAfterCopy {
+        tgt: usize,
+    },
+    Resync {
+        tgt: usize,
+    },
+    Reverse {
+        tgt: usize,
+        fast: bool,
+    },
+    ToCopy {
+        tgt: usize,
+    },
+    CopyStep {
+        tracks: u64,
+    },
     Destage,
-    Flush { vol: usize },
+    Flush {
+        vol: usize,
+    },
     Restart,
-    Crash { seed: u64 },
+    Crash {
+        seed: u64,
+    },
     /// Cut the power after `ops` storage operations into the inner op, then recover.
-    CutDuring { ops: i64, seed: u64, inner: Box<Op> },
+    CutDuring {
+        ops: i64,
+        seed: u64,
+        inner: Box<Op>,
+    },
 }
 
 fn io_op() -> impl Strategy<Value = Op> {
@@ -53,9 +104,11 @@ fn any_op() -> impl Strategy<Value = Op> {
     let vol = 0..VOLUMES;
     let inner = prop_oneof![
         4 => io_op(),
-        1 => (vol.clone(), vol.clone(), any::<bool>(), any::<bool>())
-            .prop_map(|(src, tgt, copy, persistent)| Op::Establish { src, tgt, copy, persistent }),
+        2 => (vol.clone(), vol.clone(), any::<bool>(), any::<bool>(), any::<bool>())
+            .prop_map(|(src, tgt, copy, persistent, record)| Op::Establish { src, tgt, copy, persistent, record }),
         1 => vol.clone().prop_map(|tgt| Op::Withdraw { tgt }),
+        1 => vol.clone().prop_map(|tgt| Op::Resync { tgt }),
+        1 => (vol.clone(), any::<bool>()).prop_map(|(tgt, fast)| Op::Reverse { tgt, fast }),
         2 => (1..6u64).prop_map(|tracks| Op::CopyStep { tracks }),
         2 => Just(Op::Destage),
         1 => vol.clone().prop_map(|vol| Op::Flush { vol }),
@@ -64,6 +117,7 @@ fn any_op() -> impl Strategy<Value = Op> {
         30 => inner.clone(),
         1 => vol.clone().prop_map(|vol| Op::OutOfRange { vol, offset: CAPACITY - 10 }),
         1 => vol.clone().prop_map(|tgt| Op::ToCopy { tgt }),
+        1 => vol.clone().prop_map(|tgt| Op::WithdrawAfterCopy { tgt }),
         1 => Just(Op::Restart),
         1 => any::<u64>().prop_map(|seed| Op::Crash { seed }),
         2 => (0..40i64, any::<u64>(), inner).prop_map(|(ops, seed, inner)| Op::CutDuring { ops, seed, inner: Box::new(inner) }),
@@ -131,11 +185,20 @@ impl VolModel {
     }
 }
 
+#[derive(Debug, Clone, Copy)]
+struct RelM {
+    src: usize,
+    persistent: bool,
+    recording: bool,
+    /// May end by itself: a non-persistent COPY, or `rmflash --cp`.
+    may_end: bool,
+}
+
 #[derive(Debug, Clone)]
 struct Model {
     vols: Vec<VolModel>,
-    /// target → (source, persistent)
-    rels: BTreeMap<usize, (usize, bool)>,
+    /// target → relationship
+    rels: BTreeMap<usize, RelM>,
 }
 
 struct Harness {
@@ -160,7 +223,9 @@ impl Harness {
         let storage = Arc::new(MemStorage::new());
         let engine = Engine::open(storage.clone(), config()).expect("open");
         for v in 0..VOLUMES {
-            engine.create_volume(&name(v), CAPACITY, TRACK).expect("create");
+            engine
+                .create_volume(&name(v), CAPACITY, TRACK)
+                .expect("create");
         }
         Harness {
             storage,
@@ -193,7 +258,12 @@ impl Harness {
             .engine()
             .relationships()
             .iter()
-            .map(|r| (r.target[1..].parse().unwrap(), r.source[1..].parse().unwrap()))
+            .map(|r| {
+                (
+                    r.target[1..].parse().unwrap(),
+                    r.source[1..].parse().unwrap(),
+                )
+            })
             .collect();
         let gone: Vec<usize> = self
             .model
@@ -203,14 +273,42 @@ impl Harness {
             .copied()
             .collect();
         for t in gone {
-            let (_, persistent) = self.model.rels.remove(&t).unwrap();
-            assert!(!persistent, "persistent relationship to v{t} vanished");
+            let r = self.model.rels.remove(&t).unwrap();
+            assert!(
+                r.may_end || !r.persistent,
+                "persistent relationship to v{t} vanished"
+            );
         }
         assert_eq!(
             live,
-            self.model.rels.iter().map(|(t, (s, _))| (*t, *s)).collect(),
+            self.model.rels.iter().map(|(t, r)| (*t, r.src)).collect(),
             "relationships differ from the model"
         );
+    }
+
+    /// Volumes above `v` in its cascade.
+    fn upstream(&self, v: usize) -> Vec<usize> {
+        let mut out = vec![v];
+        let mut at = v;
+        while let Some(r) = self.model.rels.get(&at) {
+            at = r.src;
+            out.push(at);
+        }
+        out
+    }
+
+    fn complete(&self, src: usize, tgt: usize) -> bool {
+        let info = self.engine().relationship(&name(src), &name(tgt)).unwrap();
+        info.out_of_sync_tracks == 0 && info.state != FlashState::Failed
+    }
+
+    /// True when no target of `v` still reads through it.
+    fn no_incomplete_outgoing(&self, v: usize) -> bool {
+        self.model
+            .rels
+            .iter()
+            .filter(|(_, r)| r.src == v)
+            .all(|(t, _)| self.complete(v, *t))
     }
 
     /// After an unfinished withdraw the target reads what it reads; it must stay stable.
@@ -223,7 +321,13 @@ impl Harness {
 
     fn apply(&mut self, op: &Op) {
         match op {
-            Op::Write { vol, offset, len, seed, fua } => {
+            Op::Write {
+                vol,
+                offset,
+                len,
+                seed,
+                fua,
+            } => {
                 let data = pattern(*seed, *len);
                 self.engine()
                     .handle(&name(*vol))
@@ -236,7 +340,12 @@ impl Harness {
                     m.make_durable_range(*offset, *len);
                 }
             }
-            Op::Zero { vol, offset, len, punch } => {
+            Op::Zero {
+                vol,
+                offset,
+                len,
+                punch,
+            } => {
                 self.engine()
                     .handle(&name(*vol))
                     .unwrap()
@@ -269,49 +378,181 @@ impl Harness {
             Op::OutOfRange { vol, offset } => {
                 let h = self.engine().handle(&name(*vol)).unwrap();
                 let mut buf = [0u8; 20];
-                assert!(matches!(h.read(*offset, &mut buf), Err(IoError::OutOfRange { .. })));
-                assert!(matches!(h.write(*offset, &buf, false), Err(IoError::OutOfRange { .. })));
-                assert!(matches!(h.write(u64::MAX - 5, &buf, false), Err(IoError::OutOfRange { .. })));
+                assert!(matches!(
+                    h.read(*offset, &mut buf),
+                    Err(IoError::OutOfRange { .. })
+                ));
+                assert!(matches!(
+                    h.write(*offset, &buf, false),
+                    Err(IoError::OutOfRange { .. })
+                ));
+                assert!(matches!(
+                    h.write(u64::MAX - 5, &buf, false),
+                    Err(IoError::OutOfRange { .. })
+                ));
             }
-            Op::Establish { src, tgt, copy, persistent } => {
+            Op::Establish {
+                src,
+                tgt,
+                copy,
+                persistent,
+                record,
+            } => {
                 let legal = src != tgt
                     && !self.model.rels.contains_key(tgt)
-                    && !self.model.rels.contains_key(src)
-                    && !self.model.rels.values().any(|(s, _)| s == tgt);
+                    && !self.upstream(*src).contains(tgt)
+                    && self.no_incomplete_outgoing(*tgt)
+                    && self.model.rels.values().filter(|r| r.src == *src).count() < 12;
                 let opts = FlashOptions {
                     background_copy: *copy,
                     persistent: *persistent,
                     copy_rate: 0,
+                    recording: *record,
                 };
                 let result = self.engine().establish(&name(*src), &name(*tgt), opts);
-                assert_eq!(result.is_ok(), legal, "establish v{src}->v{tgt}: {result:?}");
+                assert_eq!(
+                    result.is_ok(),
+                    legal,
+                    "establish v{src}->v{tgt}: {result:?}"
+                );
                 if legal {
                     self.model.vols[*src].make_durable();
                     self.model.vols[*src].undefined = false;
                     let t0 = self.model.vols[*src].cur.clone();
                     self.model.vols[*tgt].reset_to(&t0);
-                    self.model.rels.insert(*tgt, (*src, *persistent));
+                    self.model.rels.insert(
+                        *tgt,
+                        RelM {
+                            src: *src,
+                            persistent: *persistent,
+                            recording: *record,
+                            may_end: *copy && !*persistent,
+                        },
+                    );
+                }
+            }
+            Op::WithdrawAfterCopy { tgt } => {
+                if let Some(r) = self.model.rels.get_mut(tgt) {
+                    let src = r.src;
+                    r.may_end = true;
+                    self.engine()
+                        .withdraw_after_copy(&name(src), &name(*tgt))
+                        .expect("rmflash --cp");
+                    self.reconcile_completed();
+                }
+            }
+            Op::Resync { tgt } => {
+                let Some(r) = self.model.rels.get(tgt).copied() else {
+                    return;
+                };
+                let info = self
+                    .engine()
+                    .relationship(&name(r.src), &name(*tgt))
+                    .unwrap();
+                let legal = r.recording
+                    && info.state != FlashState::Failed
+                    && self.no_incomplete_outgoing(*tgt);
+                let opts = FlashOptions {
+                    background_copy: info.background_copy,
+                    persistent: r.persistent,
+                    copy_rate: 0,
+                    recording: true,
+                };
+                let result = self.engine().resync(&name(r.src), &name(*tgt), opts);
+                assert_eq!(
+                    result.is_ok(),
+                    legal,
+                    "resync v{}->v{tgt}: {result:?}",
+                    r.src
+                );
+                if legal {
+                    self.model.vols[r.src].make_durable();
+                    self.model.vols[r.src].undefined = false;
+                    let t0 = self.model.vols[r.src].cur.clone();
+                    self.model.vols[*tgt].reset_to(&t0);
+                }
+            }
+            Op::Reverse { tgt, fast } => {
+                let Some(r) = self.model.rels.get(tgt).copied() else {
+                    return;
+                };
+                let info = self
+                    .engine()
+                    .relationship(&name(r.src), &name(*tgt))
+                    .unwrap();
+                let complete = info.out_of_sync_tracks == 0;
+                let legal = info.state != FlashState::Failed
+                    && (*fast || complete)
+                    && !self.model.rels.contains_key(&r.src)
+                    && self
+                        .model
+                        .rels
+                        .iter()
+                        .all(|(t, o)| o.src != r.src || t == tgt || self.complete(o.src, *t))
+                    && self.no_incomplete_outgoing(*tgt);
+                let result = self.engine().reverse(&name(r.src), &name(*tgt), *fast);
+                assert_eq!(
+                    result.is_ok(),
+                    legal,
+                    "reverse v{}->v{tgt} fast={fast}: {result:?}",
+                    r.src
+                );
+                if legal {
+                    self.model.rels.remove(tgt);
+                    self.model.vols[*tgt].make_durable();
+                    let restored = self.model.vols[*tgt].cur.clone();
+                    self.model.vols[r.src].reset_to(&restored);
+                    self.model.rels.insert(
+                        r.src,
+                        RelM {
+                            src: *tgt,
+                            persistent: r.persistent && !*fast,
+                            recording: r.recording,
+                            may_end: *fast || !r.persistent,
+                        },
+                    );
+                    if *fast && !complete {
+                        assert!(
+                            self.engine()
+                                .volume(&name(*tgt))
+                                .unwrap()
+                                .contents_undefined
+                        );
+                        self.adopt_undefined(*tgt);
+                    }
                 }
             }
             Op::Withdraw { tgt } => {
-                let Some((src, _)) = self.model.rels.get(tgt).copied() else {
+                let Some(RelM { src, .. }) = self.model.rels.get(tgt).copied() else {
                     assert!(self.engine().withdraw("v0", &name(*tgt)).is_err());
                     return;
                 };
-                let info = self.engine().relationship(&name(src), &name(*tgt)).expect("rel");
+                let info = self
+                    .engine()
+                    .relationship(&name(src), &name(*tgt))
+                    .expect("rel");
                 let complete = info.out_of_sync_tracks == 0 && info.state != FlashState::Failed;
-                self.engine().withdraw(&name(src), &name(*tgt)).expect("withdraw");
+                self.engine()
+                    .withdraw(&name(src), &name(*tgt))
+                    .expect("withdraw");
                 self.model.rels.remove(tgt);
                 // Withdraw destages first, which may complete the copy (writes that covered
                 // every remaining track); a copy complete before it must stay defined.
-                let undefined = self.engine().volume(&name(*tgt)).unwrap().contents_undefined;
-                assert!(!(complete && undefined), "complete copy to v{tgt} marked undefined");
+                let undefined = self
+                    .engine()
+                    .volume(&name(*tgt))
+                    .unwrap()
+                    .contents_undefined;
+                assert!(
+                    !(complete && undefined),
+                    "complete copy to v{tgt} marked undefined"
+                );
                 if undefined {
                     self.adopt_undefined(*tgt);
                 }
             }
             Op::ToCopy { tgt } => {
-                if let Some((src, _)) = self.model.rels.get(tgt).copied() {
+                if let Some(RelM { src, .. }) = self.model.rels.get(tgt).copied() {
                     let _ = self.engine().start_background_copy(&name(src), &name(*tgt));
                 }
             }
@@ -323,7 +564,11 @@ impl Harness {
                 self.engine().destage_step();
             }
             Op::Flush { vol } => {
-                self.engine().handle(&name(*vol)).unwrap().flush().expect("flush");
+                self.engine()
+                    .handle(&name(*vol))
+                    .unwrap()
+                    .flush()
+                    .expect("flush");
                 self.model.vols[*vol].make_durable();
                 self.model.vols[*vol].undefined = false;
             }
@@ -350,10 +595,18 @@ impl Harness {
         let before = self.model.clone();
         // Bytes the op may have written count as unflushed alternatives whatever happens.
         match op {
-            Op::Write { vol, offset, len, seed, .. } => {
+            Op::Write {
+                vol,
+                offset,
+                len,
+                seed,
+                ..
+            } => {
                 self.model.vols[*vol].write(*offset, &pattern(*seed, *len));
             }
-            Op::Zero { vol, offset, len, .. } => {
+            Op::Zero {
+                vol, offset, len, ..
+            } => {
                 self.model.vols[*vol].write(*offset, &vec![0; *len as usize]);
             }
             _ => {}
@@ -361,12 +614,23 @@ impl Harness {
         self.storage.arm(ops);
         let engine = self.engine().clone();
         let outcome = match op {
-            Op::Write { vol, offset, len, seed, fua } => engine
+            Op::Write {
+                vol,
+                offset,
+                len,
+                seed,
+                fua,
+            } => engine
                 .handle(&name(*vol))
                 .unwrap()
                 .write(*offset, &pattern(*seed, *len), *fua)
                 .is_ok(),
-            Op::Zero { vol, offset, len, punch } => engine
+            Op::Zero {
+                vol,
+                offset,
+                len,
+                punch,
+            } => engine
                 .handle(&name(*vol))
                 .unwrap()
                 .write_zeroes(*offset, *len, *punch, false)
@@ -377,7 +641,13 @@ impl Harness {
                 true
             }
             Op::CopyStep { tracks } => engine.copy_step(*tracks).is_ok(),
-            Op::Establish { src, tgt, copy, persistent } => engine
+            Op::Establish {
+                src,
+                tgt,
+                copy,
+                persistent,
+                record,
+            } => engine
                 .establish(
                     &name(*src),
                     &name(*tgt),
@@ -385,23 +655,38 @@ impl Harness {
                         background_copy: *copy,
                         persistent: *persistent,
                         copy_rate: 0,
+                        recording: *record,
                     },
                 )
                 .is_ok(),
             Op::Withdraw { tgt } => match before.rels.get(tgt) {
-                Some((src, _)) => engine.withdraw(&name(*src), &name(*tgt)).is_ok(),
+                Some(r) => engine.withdraw(&name(r.src), &name(*tgt)).is_ok(),
+                None => true,
+            },
+            Op::Reverse { tgt, fast } => match before.rels.get(tgt) {
+                Some(r) => engine.reverse(&name(r.src), &name(*tgt), *fast).is_ok(),
                 None => true,
             },
             Op::Read { .. } => true,
-            other => unreachable!("not cut during {other:?}"),
+            // Ops not worth cutting run without a cut.
+            other => {
+                self.storage.arm(-1);
+                drop(engine);
+                self.apply(other);
+                return;
+            }
         };
         drop(engine);
         // Acknowledged durability still counts when the op completed before the power went.
         if outcome {
             match op {
-                Op::Write { vol, offset, len, fua: true, .. } => {
-                    self.model.vols[*vol].make_durable_range(*offset, *len)
-                }
+                Op::Write {
+                    vol,
+                    offset,
+                    len,
+                    fua: true,
+                    ..
+                } => self.model.vols[*vol].make_durable_range(*offset, *len),
                 Op::Flush { vol } => self.model.vols[*vol].make_durable(),
                 _ => {}
             }
@@ -418,28 +703,85 @@ impl Harness {
         self.storage.power_cut(&mut |file, page| {
             let mut h = std::hash::DefaultHasher::new();
             std::hash::Hash::hash(&(seed, file, page), &mut h);
-            std::hash::Hasher::finish(&h) % 2 == 0
+            std::hash::Hasher::finish(&h).is_multiple_of(2)
         });
-        self.engine = Some(Engine::open(self.storage.clone(), config()).expect("reopen after power cut"));
+        self.engine =
+            Some(Engine::open(self.storage.clone(), config()).expect("reopen after power cut"));
         let live: BTreeMap<usize, usize> = self
             .engine()
             .relationships()
             .iter()
-            .map(|r| (r.target[1..].parse().unwrap(), r.source[1..].parse().unwrap()))
+            .map(|r| {
+                (
+                    r.target[1..].parse().unwrap(),
+                    r.source[1..].parse().unwrap(),
+                )
+            })
             .collect();
         // An establish or withdraw cut by the power either happened durably or not at all.
         if let Some((op, before)) = during {
             match op {
-                Op::Establish { src, tgt, persistent, .. } if live.get(tgt) == Some(src) && !before.rels.contains_key(tgt) => {
+                Op::Establish {
+                    src,
+                    tgt,
+                    persistent,
+                    copy,
+                    record,
+                } if live.get(tgt) == Some(src) && !before.rels.contains_key(tgt) => {
                     // It happened: T0 is the source as the host saw it, all of it made durable.
                     let t0 = before.vols[*src].cur.clone();
                     self.model.vols[*src].reset_to(&t0);
                     self.model.vols[*tgt].reset_to(&t0);
-                    self.model.rels.insert(*tgt, (*src, *persistent));
+                    self.model.rels.insert(
+                        *tgt,
+                        RelM {
+                            src: *src,
+                            persistent: *persistent,
+                            recording: *record,
+                            may_end: *copy && !*persistent,
+                        },
+                    );
                 }
-                Op::Withdraw { tgt } if before.rels.contains_key(tgt) && !live.contains_key(tgt) => {
+                Op::Reverse { tgt, fast }
+                    if before
+                        .rels
+                        .get(tgt)
+                        .is_some_and(|r| live.get(&r.src) == Some(tgt)) =>
+                {
+                    // It happened: the source now reads the target's contents, durable.
+                    let r = before.rels[tgt];
+                    let restored = before.vols[*tgt].cur.clone();
+                    self.model.vols[*tgt].reset_to(&restored);
+                    self.model.vols[r.src].reset_to(&restored);
                     self.model.rels.remove(tgt);
-                    if self.engine().volume(&name(*tgt)).unwrap().contents_undefined {
+                    self.model.rels.insert(
+                        r.src,
+                        RelM {
+                            src: *tgt,
+                            persistent: r.persistent && !*fast,
+                            recording: r.recording,
+                            may_end: *fast || !r.persistent,
+                        },
+                    );
+                    if self
+                        .engine()
+                        .volume(&name(*tgt))
+                        .unwrap()
+                        .contents_undefined
+                    {
+                        self.model.vols[*tgt].undefined = true;
+                    }
+                }
+                Op::Withdraw { tgt }
+                    if before.rels.contains_key(tgt) && !live.contains_key(tgt) =>
+                {
+                    self.model.rels.remove(tgt);
+                    if self
+                        .engine()
+                        .volume(&name(*tgt))
+                        .unwrap()
+                        .contents_undefined
+                    {
                         self.model.vols[*tgt].undefined = true;
                     }
                 }
@@ -447,14 +789,23 @@ impl Harness {
             }
         }
         // Copy steps may have completed (and ended) relationships before the cut.
-        let gone: Vec<usize> = self.model.rels.keys().filter(|t| !live.contains_key(t)).copied().collect();
+        let gone: Vec<usize> = self
+            .model
+            .rels
+            .keys()
+            .filter(|t| !live.contains_key(t))
+            .copied()
+            .collect();
         for t in gone {
-            let (_, persistent) = self.model.rels.remove(&t).unwrap();
-            assert!(!persistent, "persistent relationship to v{t} lost in a power cut");
+            let r = self.model.rels.remove(&t).unwrap();
+            assert!(
+                r.may_end || !r.persistent,
+                "persistent relationship to v{t} lost in a power cut"
+            );
         }
         assert_eq!(
             live,
-            self.model.rels.iter().map(|(t, (s, _))| (*t, *s)).collect(),
+            self.model.rels.iter().map(|(t, r)| (*t, r.src)).collect(),
             "relationships after power cut differ from the model"
         );
         for v in 0..VOLUMES {
@@ -493,7 +844,13 @@ fn run(ops: &[Op]) {
             for v in 0..VOLUMES {
                 if !h.model.vols[v].undefined {
                     let got = h.read_all(v);
-                    assert!(got == h.model.vols[v].cur, "after op {i} {op:?}: v{v} differs at {:?}", got.iter().zip(&h.model.vols[v].cur).position(|(a, b)| a != b));
+                    assert!(
+                        got == h.model.vols[v].cur,
+                        "after op {i} {op:?}: v{v} differs at {:?}",
+                        got.iter()
+                            .zip(&h.model.vols[v].cur)
+                            .position(|(a, b)| a != b)
+                    );
                 }
             }
         }
@@ -505,11 +862,19 @@ fn run(ops: &[Op]) {
     }
     h.reconcile_completed();
     for v in 0..VOLUMES {
-        h.apply(&Op::Read { vol: v, offset: 0, len: CAPACITY });
+        h.apply(&Op::Read {
+            vol: v,
+            offset: 0,
+            len: CAPACITY,
+        });
     }
     h.apply(&Op::Restart);
     for v in 0..VOLUMES {
-        h.apply(&Op::Read { vol: v, offset: 0, len: CAPACITY });
+        h.apply(&Op::Read {
+            vol: v,
+            offset: 0,
+            len: CAPACITY,
+        });
     }
 }
 
@@ -544,15 +909,13 @@ proptest! {
         inner in any_op(),
     ) {
         let mut all = setup;
-        all.push(Op::Establish { src: 0, tgt: 1, copy, persistent: true });
+        all.push(Op::Establish { src: 0, tgt: 1, copy, persistent: true, record: true });
         all.extend(tail);
         let inner = match inner { Op::CutDuring { inner, .. } => *inner, other => other };
-        let cuttable = matches!(inner, Op::Write{..} | Op::Zero{..} | Op::Flush{..} | Op::Destage | Op::CopyStep{..} | Op::Establish{..} | Op::Withdraw{..} | Op::Read{..});
+        let cuttable = matches!(inner, Op::Write{..} | Op::Zero{..} | Op::Flush{..} | Op::Destage | Op::CopyStep{..} | Op::Establish{..} | Op::Withdraw{..} | Op::Reverse{..} | Op::Read{..});
         if cuttable {
             all.push(Op::CutDuring { ops, seed, inner: Box::new(inner) });
         }
         run(&all);
     }
 }
-
-

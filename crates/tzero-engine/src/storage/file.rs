@@ -141,7 +141,9 @@ impl BlockFile for FileBlock {
         while done < len {
             let mut off_in = offset + done;
             let mut off_out = offset + done;
-            let want = usize::try_from(len - done).unwrap_or(usize::MAX).min(1 << 30);
+            let want = usize::try_from(len - done)
+                .unwrap_or(usize::MAX)
+                .min(1 << 30);
             match rustix::fs::copy_file_range(
                 &src_file.file,
                 Some(&mut off_in),
@@ -157,7 +159,9 @@ impl BlockFile for FileBlock {
                 }
                 Ok(n) => done += n as u64,
                 Err(rustix::io::Errno::INTR) => {}
-                Err(rustix::io::Errno::XDEV | rustix::io::Errno::NOSYS | rustix::io::Errno::INVAL) => {
+                Err(
+                    rustix::io::Errno::XDEV | rustix::io::Errno::NOSYS | rustix::io::Errno::INVAL,
+                ) => {
                     return super::copy_through_buffer(self, src, offset + done, len - done);
                 }
                 Err(e) => return Err(e.into()),

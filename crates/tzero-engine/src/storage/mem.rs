@@ -33,12 +33,10 @@ impl Controls {
         if self.dead.load(Ordering::SeqCst) {
             return Err(io::Error::other("power is off"));
         }
-        let left = self.budget.load(Ordering::SeqCst);
-        if left >= 0 {
-            if self.budget.fetch_sub(1, Ordering::SeqCst) <= 0 {
-                self.dead.store(true, Ordering::SeqCst);
-                return Err(io::Error::other("power is off"));
-            }
+        let armed = self.budget.load(Ordering::SeqCst) >= 0;
+        if armed && self.budget.fetch_sub(1, Ordering::SeqCst) <= 0 {
+            self.dead.store(true, Ordering::SeqCst);
+            return Err(io::Error::other("power is off"));
         }
         Ok(())
     }

@@ -23,6 +23,9 @@ pub trait BlockFile: Send + Sync + Debug {
     /// Makes every completed write durable (fdatasync).
     fn sync(&self) -> io::Result<()>;
     fn len(&self) -> io::Result<u64>;
+    fn is_empty(&self) -> io::Result<bool> {
+        Ok(self.len()? == 0)
+    }
     fn set_len(&self, len: u64) -> io::Result<()>;
     /// Deallocates a range; it then reads as zeros.
     fn punch_hole(&self, offset: u64, len: u64) -> io::Result<()>;

@@ -1,0 +1,640 @@
+//! Relationship administration: establish, withdraw (with cascade cleaning), NOCOPY→COPY, copy
+//! rate, incremental resync and reverse restore.
+//!
+//! Every operation here runs under `admin` and then the topology lock held exclusively, so no
+//! host request, destage batch or copy step sees the relationship graph half changed. Each one
+//! first destages the caches of the volumes involved (bounded by the cache size, not the volume
+//! size), then commits one catalog transaction, then changes the in-memory links.
+//!
+//! Rules kept here (see ARCHITECTURE.md for the cascade diagram):
+//! - a target has one source; a source has at most [`MAX_TARGETS_PER_SOURCE`] targets;
+//! - no cycles; a volume may be a target and a source at once (cascading);
+//! - a volume whose own targets still read through it (incomplete copies) cannot become a new
+//!   target, be resynced onto, or be reversed over: that would change their point in time.
+
+use crate::bitmap::Bitmap;
+use crate::catalog::{RelRecord, RelState, KIND_CHANGED_SOURCE};
+use crate::destage::copy_span;
+use crate::engine::{io_to_flash, Engine, Inner};
+use crate::error::FlashError;
+use crate::relationship::{now_ms, FlashInfo, FlashOptions, Rel, MAX_TARGETS_PER_SOURCE};
+use crate::relationship::{SOURCE, TARGET};
+use crate::volume::{view_file, Volume};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+/// Tracks cleaned per persist while withdrawing the middle of a cascade.
+const CLEAN_BATCH: usize = 1024;
+
+impl Inner {
+    /// Ends a relationship. The caller holds `admin`. Pending writes of both volumes are
+    /// destaged first with the relationship still in place. If the target is itself a source
+    /// (A→B→C, withdrawing A→B), every C track that still reads through B into A is first
+    /// copied to C ("cleaning"), so C's point in time never changes. A complete copy is synced
+    /// before the catalog forgets the relationship; an incomplete one leaves the target undefined.
+    pub(crate) fn remove_rel(&self, rel: &Arc<Rel>) -> Result<(), FlashError> {
+        let _topology = self.topology.write();
+        self.destage_both(&rel.source, &rel.target)?;
+        self.clean_downstream(rel)?;
+        let complete = rel.is_complete();
+        if complete {
+            rel.target.file.sync().map_err(FlashError::Storage)?;
+        }
+        let mut target_record = self.volume_record(&rel.target);
+        target_record.contents_undefined = !complete;
+        // The target's uncopied tracks change (to undefined) without a host write: relationships
+        // recording changes on it as a source must count them, or a resync or reverse would
+        // take the two sides for equal there.
+        let mut recorded = Vec::new();
+        if !complete {
+            let none = Bitmap::new(rel.bitmap.len());
+            let uncopied = Bitmap::new(rel.bitmap.len());
+            uncopied.set_all();
+            uncopied.clear_where(&rel.bitmap, &none);
+            for down in rel.target.links.read().source_of.iter() {
+                if down.recording.load(Ordering::Acquire) {
+                    down.changed[SOURCE].set_where(&uncopied, &none);
+                    for chunk in down.changed[SOURCE].take_dirty() {
+                        recorded.push((down.id, chunk, down.changed[SOURCE].encode_chunk(chunk)));
+                    }
+                }
+            }
+        }
+        let committed = self.catalog.change().and_then(|mut c| {
+            c.delete_rel(rel.id)?;
+            c.put_volume(&target_record)?;
+            for (id, chunk, bytes) in &recorded {
+                c.put_chunk_bytes(*id, KIND_CHANGED_SOURCE, *chunk, bytes)?;
+            }
+            c.commit()
+        });
+        if let Err(e) = committed {
+            self.poison("withdrawing a relationship", &e);
+            return Err(FlashError::Poisoned);
+        }
+        rel.withdrawn.store(true, Ordering::Release);
+        rel.target
+            .contents_undefined
+            .store(!complete, Ordering::Release);
+        rel.source
+            .links
+            .write()
+            .source_of
+            .retain(|r| r.id != rel.id);
+        rel.target.links.write().target_of = None;
+        self.registry.write().rels.remove(&rel.id);
+        Ok(())
+    }
+
+    fn destage_both(&self, a: &Arc<Volume>, b: &Arc<Volume>) -> Result<(), FlashError> {
+        for vol in [a, b] {
+            let links = vol.links.read();
+            self.destage_all(vol, &links).map_err(io_to_flash)?;
+        }
+        Ok(())
+    }
+
+    /// Before `rel` (X→B) goes: copy to every target C of B each track C still reads through
+    /// X. Runs under the exclusive topology lock, so no stripe is needed.
+    fn clean_downstream(&self, rel: &Arc<Rel>) -> Result<(), FlashError> {
+        let downstream: Vec<Arc<Rel>> = rel
+            .target
+            .links
+            .read()
+            .source_of
+            .iter()
+            .filter(|r| r.is_live())
+            .cloned()
+            .collect();
+        if downstream.is_empty() || rel.is_complete() {
+            return Ok(());
+        }
+        let g = rel.target.geometry;
+        let target_links = rel.target.links.read();
+        for down in downstream {
+            let mut since_persist = 0;
+            let mut track = 0;
+            while let Some(t) = down.bitmap.next_clear(track) {
+                track = t + 1;
+                if rel.bitmap.get(t) {
+                    continue; // C reads B's own file there, which stays.
+                }
+                let view = view_file(&rel.target, &target_links, t).map_err(|failed| {
+                    FlashError::Failed {
+                        src: rel.source.name.clone(),
+                        tgt: rel.target.name.clone(),
+                        reason: format!("{failed} failed"),
+                    }
+                })?;
+                let start = g.track_start(t);
+                copy_span(&*view, &*down.target.file, start, start + g.track_len(t))
+                    .map_err(FlashError::Storage)?;
+                down.bitmap.set(t);
+                down.unpersisted.lock().insert(t);
+                since_persist += 1;
+                if since_persist >= CLEAN_BATCH {
+                    self.persist(std::slice::from_ref(&down))
+                        .map_err(io_to_flash)?;
+                    since_persist = 0;
+                }
+            }
+            self.persist(std::slice::from_ref(&down))
+                .map_err(io_to_flash)?;
+        }
+        Ok(())
+    }
+
+    /// `vol`'s view is about to change without a host write (it becomes a target, is resynced
+    /// onto, or restored): on the tracks set in `a` or `b`, or on every track when `a` is None.
+    /// Every relationship that records changes with `vol` as its source must count those tracks,
+    /// durably and before the change itself is committed; counting too many only makes a later
+    /// resync copy more.
+    fn record_view_change(
+        &self,
+        vol: &Volume,
+        mask: Option<(&Bitmap, &Bitmap)>,
+        except: u64,
+    ) -> Result<(), FlashError> {
+        let recording: Vec<Arc<Rel>> = vol
+            .links
+            .read()
+            .source_of
+            .iter()
+            .filter(|r| r.id != except && r.recording.load(Ordering::Acquire))
+            .cloned()
+            .collect();
+        for rel in &recording {
+            match mask {
+                Some((a, b)) => rel.changed[SOURCE].set_where(a, b),
+                None => rel.changed[SOURCE].set_all(),
+            }
+        }
+        self.persist(&recording).map_err(io_to_flash)
+    }
+
+    /// Commits `record` (and nothing else) or poisons.
+    fn commit_record(&self, record: &RelRecord, what: &str) -> Result<(), FlashError> {
+        let committed = self.catalog.change().and_then(|mut c| {
+            c.put_rel(record)?;
+            c.commit()
+        });
+        committed.map_err(|e| {
+            self.poison(what, &e);
+            FlashError::Poisoned
+        })
+    }
+}
+
+/// Refuses when `vol` still has targets reading through it.
+fn check_no_dependents(vol: &Volume, action: &str) -> Result<(), FlashError> {
+    let links = vol.links.read();
+    if let Some(r) = links
+        .source_of
+        .iter()
+        .find(|r| r.is_live() && !r.is_complete())
+    {
+        return Err(FlashError::Unsupported(format!(
+            "cannot {action}: {} is the source of {}:{} whose copy is incomplete, and its point in time would change",
+            vol.name, r.source.name, r.target.name
+        )));
+    }
+    Ok(())
+}
+
+impl Engine {
+    fn volumes_for(
+        &self,
+        source: &str,
+        target: &str,
+    ) -> Result<(Arc<Volume>, Arc<Volume>), FlashError> {
+        let src = self
+            .lookup(source)
+            .ok_or_else(|| FlashError::VolumeNotFound(source.to_string()))?;
+        let tgt = self
+            .lookup(target)
+            .ok_or_else(|| FlashError::VolumeNotFound(target.to_string()))?;
+        Ok((src, tgt))
+    }
+
+    pub(crate) fn find_rel(&self, source: &str, target: &str) -> Result<Arc<Rel>, FlashError> {
+        let (_, tgt) = self.volumes_for(source, target)?;
+        let links = tgt.links.read();
+        links
+            .target_of
+            .as_ref()
+            .filter(|r| r.source.name == source)
+            .cloned()
+            .ok_or_else(|| FlashError::NotFound(source.to_string(), target.to_string()))
+    }
+
+    /// Establishes source→target at this instant (T0). Costs the same for any volume size:
+    /// it destages what the cache holds for the two volumes, syncs the source so T0 is durable,
+    /// and commits one catalog record; the bitmap starts empty and unallocated.
+    pub fn establish(
+        &self,
+        source: &str,
+        target: &str,
+        opts: FlashOptions,
+    ) -> Result<FlashInfo, FlashError> {
+        let inner = &self.inner;
+        if inner.poisoned.load(Ordering::Acquire) {
+            return Err(FlashError::Poisoned);
+        }
+        let _admin = inner.admin.lock();
+        let (src, tgt) = self.volumes_for(source, target)?;
+        if src.id == tgt.id {
+            return Err(FlashError::SameVolume(source.to_string()));
+        }
+        for (what, a, b) in [
+            ("capacity", src.geometry.capacity, tgt.geometry.capacity),
+            (
+                "track size",
+                src.geometry.track_size,
+                tgt.geometry.track_size,
+            ),
+        ] {
+            if a != b {
+                return Err(FlashError::Mismatch {
+                    src: source.to_string(),
+                    tgt: target.to_string(),
+                    what,
+                });
+            }
+        }
+        let _topology = inner.topology.write();
+        if let Some(existing) = &tgt.links.read().target_of {
+            return Err(FlashError::TargetHasSource {
+                target: target.to_string(),
+                existing: existing.source.name.clone(),
+            });
+        }
+        // A cycle: the target is the source or an ancestor of the source.
+        let mut up = Some(src.clone());
+        while let Some(v) = up {
+            if v.id == tgt.id {
+                return Err(FlashError::Unsupported(format!(
+                    "{source}:{target} would make a cycle: {target} is upstream of {source}"
+                )));
+            }
+            up = v.links.read().target_of.as_ref().map(|r| r.source.clone());
+        }
+        check_no_dependents(&tgt, &format!("make {target} a target"))?;
+        if src.links.read().source_of.len() >= MAX_TARGETS_PER_SOURCE {
+            return Err(FlashError::TooManyTargets(
+                source.to_string(),
+                MAX_TARGETS_PER_SOURCE,
+            ));
+        }
+        // Writes acknowledged before T0 belong to T0: put them on disk and make them durable.
+        {
+            let links = src.links.read();
+            inner.destage_all(&src, &links).map_err(io_to_flash)?;
+        }
+        let dropped: u64 = {
+            // The target's own pending writes are superseded by T0.
+            let mut cache = tgt.cache.lock();
+            let held = cache.values().map(|p| p.bytes()).sum();
+            cache.clear();
+            held
+        };
+        inner.budget.release(dropped);
+        src.file.sync().map_err(FlashError::Storage)?;
+        inner.record_view_change(&tgt, None, 0)?;
+        let now = now_ms();
+        let mut change = inner.catalog.change()?;
+        let record = RelRecord {
+            id: change.next_id()?,
+            source: src.id,
+            target: tgt.id,
+            background_copy: opts.background_copy,
+            persistent: opts.persistent,
+            copy_rate: opts.copy_rate,
+            state: RelState::Active,
+            created_ms: now,
+            synced_ms: now,
+            failure: None,
+            recording: opts.recording,
+            withdraw_on_complete: false,
+        };
+        let mut tgt_record = inner.volume_record(&tgt);
+        tgt_record.contents_undefined = false;
+        change.put_rel(&record)?;
+        change.put_volume(&tgt_record)?;
+        if let Err(e) = change.commit() {
+            inner.poison("establishing a relationship", &e);
+            return Err(FlashError::Poisoned);
+        }
+        let rel = Arc::new(Rel::new(record, src.clone(), tgt.clone()));
+        tgt.contents_undefined.store(false, Ordering::Release);
+        src.links.write().source_of.push(rel.clone());
+        tgt.links.write().target_of = Some(rel.clone());
+        inner.registry.write().rels.insert(rel.id, rel.clone());
+        inner.kick();
+        tracing::info!(source, target, ?opts, "FlashCopy established");
+        Ok(rel.info())
+    }
+
+    /// Withdraws a relationship now. An incomplete copy leaves the target's contents undefined.
+    pub fn withdraw(&self, source: &str, target: &str) -> Result<(), FlashError> {
+        let _admin = self.inner.admin.lock();
+        let rel = self.find_rel(source, target)?;
+        self.inner.remove_rel(&rel)?;
+        tracing::info!(source, target, "FlashCopy withdrawn");
+        Ok(())
+    }
+
+    /// `rmflash --cp`: turns on the background copy and ends the relationship when it completes
+    /// (even a persistent one).
+    pub fn withdraw_after_copy(&self, source: &str, target: &str) -> Result<FlashInfo, FlashError> {
+        let info = self.update_record(source, target, |r| {
+            r.background_copy = true;
+            r.withdraw_on_complete = true;
+            Ok(())
+        })?;
+        // A copy that is already complete ends now.
+        let rel = self.find_rel(source, target)?;
+        if rel.bitmap.is_full() {
+            self.inner
+                .persist(std::slice::from_ref(&rel))
+                .map_err(io_to_flash)?;
+            let _admin = self.inner.admin.lock();
+            self.inner.remove_rel(&rel)?;
+        }
+        Ok(info)
+    }
+
+    /// Turns NOCOPY into COPY.
+    pub fn start_background_copy(
+        &self,
+        source: &str,
+        target: &str,
+    ) -> Result<FlashInfo, FlashError> {
+        self.update_record(source, target, |r| {
+            if r.background_copy {
+                return Err(FlashError::AlreadyCopy(
+                    source.to_string(),
+                    target.to_string(),
+                ));
+            }
+            r.background_copy = true;
+            Ok(())
+        })
+    }
+
+    /// Changes the background copy rate (bytes per second, 0 = unlimited), also mid-copy.
+    pub fn set_copy_rate(
+        &self,
+        source: &str,
+        target: &str,
+        rate: u64,
+    ) -> Result<FlashInfo, FlashError> {
+        self.update_record(source, target, |r| {
+            r.copy_rate = rate;
+            Ok(())
+        })
+    }
+
+    fn update_record(
+        &self,
+        source: &str,
+        target: &str,
+        f: impl FnOnce(&mut RelRecord) -> Result<(), FlashError>,
+    ) -> Result<FlashInfo, FlashError> {
+        let inner = &self.inner;
+        let _admin = inner.admin.lock();
+        let rel = self.find_rel(source, target)?;
+        let mut record = rel.record.lock().clone();
+        f(&mut record)?;
+        inner.commit_record(&record, "updating a relationship")?;
+        *rel.record.lock() = record;
+        inner.kick();
+        Ok(rel.info())
+    }
+
+    /// Incremental FlashCopy: a new T0 for an existing recording relationship. Only tracks
+    /// changed on either side since the last T0 are copied again (changes on the target are
+    /// overwritten from the source). O(1) in the volume size apart from one pass over the
+    /// allocated chunks of the change bitmaps.
+    pub fn resync(
+        &self,
+        source: &str,
+        target: &str,
+        opts: FlashOptions,
+    ) -> Result<FlashInfo, FlashError> {
+        let inner = &self.inner;
+        let _admin = inner.admin.lock();
+        let rel = self.find_rel(source, target)?;
+        if !rel.recording.load(Ordering::Acquire) {
+            return Err(FlashError::Unsupported(format!(
+                "{source}:{target} does not record changes; establish it with --record --persist to resync"
+            )));
+        }
+        if rel.failed.load(Ordering::Acquire) {
+            return Err(FlashError::Failed {
+                src: source.to_string(),
+                tgt: target.to_string(),
+                reason: rel.record.lock().failure.clone().unwrap_or_default(),
+            });
+        }
+        let _topology = inner.topology.write();
+        check_no_dependents(&rel.target, &format!("resync onto {target}"))?;
+        inner.destage_both(&rel.source, &rel.target)?;
+        rel.source.file.sync().map_err(FlashError::Storage)?;
+        // Bits copied but not yet durable become durable first, so what we commit below is a
+        // complete picture.
+        inner
+            .persist(std::slice::from_ref(&rel))
+            .map_err(io_to_flash)?;
+        rel.bitmap
+            .clear_where(&rel.changed[SOURCE], &rel.changed[TARGET]);
+        for side in &rel.changed {
+            side.clear_all();
+        }
+        let mut record = rel.record.lock().clone();
+        record.state = RelState::Active;
+        record.synced_ms = now_ms();
+        record.recording = opts.recording;
+        record.persistent = opts.persistent || record.persistent;
+        record.background_copy = record.background_copy || opts.background_copy;
+        record.withdraw_on_complete = false;
+        let committed = (|| {
+            let mut change = inner.catalog.change()?;
+            change.put_rel(&record)?;
+            for (kind, bitmap) in rel.bitmaps() {
+                for chunk in bitmap.take_dirty() {
+                    change.put_chunk_bytes(rel.id, kind, chunk, &bitmap.encode_chunk(chunk))?;
+                }
+            }
+            change.commit()
+        })();
+        if let Err(e) = committed {
+            inner.poison("resyncing a relationship", &e);
+            return Err(FlashError::Poisoned);
+        }
+        rel.recording.store(record.recording, Ordering::Release);
+        *rel.record.lock() = record;
+        rel.copy_cursor.store(0, Ordering::Release);
+        inner.kick();
+        tracing::info!(
+            source,
+            target,
+            recopy = rel.bitmap.clear_count(),
+            "FlashCopy resynced"
+        );
+        Ok(rel.info())
+    }
+
+    /// Reverse restore: the source returns to the target's point-in-time contents, copying only
+    /// the tracks that may differ (those changed on either side, with change recording; every
+    /// copied track without it). The pair is then addressed as `target:source`. Without `fast`,
+    /// the original background copy must be complete; with it (fast reverse restore) it need
+    /// not be, the reversed relationship ends when its copy completes, and a target whose copy
+    /// was incomplete is left undefined.
+    pub fn reverse(&self, source: &str, target: &str, fast: bool) -> Result<FlashInfo, FlashError> {
+        let inner = &self.inner;
+        let _admin = inner.admin.lock();
+        let rel = self.find_rel(source, target)?;
+        if rel.failed.load(Ordering::Acquire) {
+            return Err(FlashError::Failed {
+                src: source.to_string(),
+                tgt: target.to_string(),
+                reason: rel.record.lock().failure.clone().unwrap_or_default(),
+            });
+        }
+        let complete = rel.bitmap.is_full();
+        if !fast && !complete {
+            return Err(FlashError::Unsupported(format!(
+                "{source}:{target}: the background copy is incomplete ({} tracks to go); wait for it or use --fast",
+                rel.bitmap.clear_count()
+            )));
+        }
+        let _topology = inner.topology.write();
+        {
+            let src_links = rel.source.links.read();
+            if src_links.target_of.is_some() {
+                return Err(FlashError::Unsupported(format!(
+                    "cannot reverse {source}:{target}: {source} is itself a target"
+                )));
+            }
+            if let Some(other) = src_links
+                .source_of
+                .iter()
+                .find(|r| r.id != rel.id && r.is_live() && !r.is_complete())
+            {
+                return Err(FlashError::Unsupported(format!(
+                    "cannot reverse {source}:{target}: {source} is also the source of {}:{} whose copy is incomplete",
+                    source, other.target.name
+                )));
+            }
+        }
+        check_no_dependents(&rel.target, &format!("reverse {source}:{target}"))?;
+        inner.destage_both(&rel.source, &rel.target)?;
+        inner
+            .persist(std::slice::from_ref(&rel))
+            .map_err(io_to_flash)?;
+        // The reversed relationship's T0 is the target as hosts see it now: make it durable.
+        rel.target.file.sync().map_err(FlashError::Storage)?;
+        let old = rel.record.lock().clone();
+        {
+            // The source changes on the tracks to restore: those changed on either side, or
+            // every copied one without recording.
+            let none = Bitmap::new(rel.bitmap.len());
+            let mask = if old.recording {
+                (&rel.changed[SOURCE], &rel.changed[TARGET])
+            } else {
+                (&rel.bitmap, &none)
+            };
+            inner.record_view_change(&rel.source, Some(mask), rel.id)?;
+        }
+        let now = now_ms();
+        let mut change = inner.catalog.change()?;
+        let record = RelRecord {
+            id: change.next_id()?,
+            source: rel.target.id,
+            target: rel.source.id,
+            background_copy: true,
+            persistent: old.persistent && !fast,
+            copy_rate: old.copy_rate,
+            state: RelState::Active,
+            created_ms: now,
+            synced_ms: now,
+            failure: None,
+            recording: old.recording,
+            withdraw_on_complete: false,
+        };
+        let reversed = Arc::new(Rel::new(
+            record.clone(),
+            rel.target.clone(),
+            rel.source.clone(),
+        ));
+        // Clear bits are the tracks to restore; everything else the source already has.
+        reversed.bitmap.set_all();
+        if old.recording {
+            reversed
+                .bitmap
+                .clear_where(&rel.changed[SOURCE], &rel.changed[TARGET]);
+        } else {
+            let none = Bitmap::new(rel.bitmap.len());
+            reversed.bitmap.clear_where(&rel.bitmap, &none);
+        }
+        let target_undefined = fast && !complete;
+        if target_undefined && old.recording {
+            // The old target's uncopied tracks are gone (they were the source's, which is being
+            // restored over): count them as changed, so a later resync cannot take the two
+            // volumes for equal there.
+            let none = Bitmap::new(rel.bitmap.len());
+            let uncopied = Bitmap::new(rel.bitmap.len());
+            uncopied.set_all();
+            uncopied.clear_where(&rel.bitmap, &none);
+            reversed.changed[SOURCE].set_where(&uncopied, &none);
+        }
+        let mut target_record = inner.volume_record(&rel.target);
+        target_record.contents_undefined = target_undefined;
+        let mut source_record = inner.volume_record(&rel.source);
+        source_record.contents_undefined = false;
+        change.delete_rel(rel.id)?;
+        change.put_rel(&record)?;
+        change.put_volume(&target_record)?;
+        change.put_volume(&source_record)?;
+        for (kind, bitmap) in reversed.bitmaps() {
+            for chunk in bitmap.take_dirty() {
+                change.put_chunk_bytes(record.id, kind, chunk, &bitmap.encode_chunk(chunk))?;
+            }
+        }
+        if let Err(e) = change.commit() {
+            inner.poison("reversing a relationship", &e);
+            return Err(FlashError::Poisoned);
+        }
+        rel.withdrawn.store(true, Ordering::Release);
+        rel.target
+            .contents_undefined
+            .store(target_undefined, Ordering::Release);
+        rel.source
+            .contents_undefined
+            .store(false, Ordering::Release);
+        {
+            let mut src_links = rel.source.links.write();
+            src_links.source_of.retain(|r| r.id != rel.id);
+            src_links.target_of = Some(reversed.clone());
+        }
+        {
+            let mut tgt_links = rel.target.links.write();
+            tgt_links.target_of = None;
+            tgt_links.source_of.push(reversed.clone());
+        }
+        {
+            let mut registry = inner.registry.write();
+            registry.rels.remove(&rel.id);
+            registry.rels.insert(reversed.id, reversed.clone());
+        }
+        inner.kick();
+        tracing::info!(
+            source,
+            target,
+            fast,
+            restore = reversed.bitmap.clear_count(),
+            "FlashCopy reversed"
+        );
+        Ok(reversed.info())
+    }
+}
