@@ -319,6 +319,7 @@ async fn establish(
         background_copy: req.background_copy,
         persistent: req.persistent,
         copy_rate: req.copy_rate,
+        ..FlashOptions::default()
     };
     let info = blocking(move || engine.establish(&req.source, &req.target, opts)).await?;
     tracing::info!(source = %info.source, target = %info.target, background_copy = info.background_copy, "FlashCopy established");
