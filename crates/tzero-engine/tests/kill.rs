@@ -138,7 +138,11 @@ fn read_log(path: &Path) -> HashMap<(u32, u64), u64> {
         let check = u64::from_le_bytes(r[16..24].try_into().unwrap());
         if check != mix(head ^ mix(gen)) {
             // Only the record being appended when the child died may be torn.
-            assert_eq!(i + 1, n, "corrupt record {i} of {n} in the middle of the log");
+            assert_eq!(
+                i + 1,
+                n,
+                "corrupt record {i} of {n} in the middle of the log"
+            );
             continue;
         }
         let vol = u32::try_from(head >> 32).unwrap();
@@ -174,7 +178,9 @@ fn kill_child() {
     let seed: u64 = std::env::var(SEED_ENV).unwrap().parse().unwrap();
     let mut rng = StdRng::seed_from_u64(seed);
     let engine = Engine::open_dir(&dir.join(ENGINE_DIR), background_config()).unwrap();
-    let info = engine.relationship("src", "tgt").expect("the relationship came back");
+    let info = engine
+        .relationship("src", "tgt")
+        .expect("the relationship came back");
     assert_ne!(info.state, FlashState::Failed, "{info:?}");
     let vols = [engine.handle("src").unwrap(), engine.handle("tgt").unwrap()];
     let mut log = std::fs::OpenOptions::new()
@@ -285,7 +291,10 @@ fn verify(
     } else {
         let n = errors.len();
         errors.truncate(10);
-        Err(format!("{n} bad blocks, first ones:\n{}", errors.join("\n")))
+        Err(format!(
+            "{n} bad blocks, first ones:\n{}",
+            errors.join("\n")
+        ))
     }
 }
 
@@ -311,7 +320,10 @@ fn verify_all(engine: &Engine, flushed: &HashMap<(u32, u64), u64>) -> Result<(),
     } else {
         let n = errors.len();
         errors.truncate(10);
-        Err(format!("{n} bad blocks, first ones:\n{}", errors.join("\n")))
+        Err(format!(
+            "{n} bad blocks, first ones:\n{}",
+            errors.join("\n")
+        ))
     }
 }
 
@@ -465,5 +477,8 @@ fn sigkill_during_writes_and_background_copy() {
         copying_at_kill * 2 >= iterations,
         "the background copy finished too early ({copying_at_kill} of {iterations} kills hit it running)"
     );
-    assert!(src_writes > 0 && tgt_writes > 0, "the children flushed nothing");
+    assert!(
+        src_writes > 0 && tgt_writes > 0,
+        "the children flushed nothing"
+    );
 }
