@@ -426,11 +426,6 @@ impl Harness {
         info.out_of_sync_tracks == 0 || info.state == FlashState::Failed
     }
 
-    fn complete(&self, src: usize, tgt: usize) -> bool {
-        let info = self.engine().relationship(&name(src), &name(tgt)).unwrap();
-        info.out_of_sync_tracks == 0 && info.state != FlashState::Failed
-    }
-
     /// True when no target of `v` still reads through it.
     fn no_incomplete_outgoing(&self, v: usize) -> bool {
         self.model
