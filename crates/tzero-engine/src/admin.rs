@@ -76,6 +76,10 @@ impl Inner {
         rel.target
             .contents_undefined
             .store(!complete, Ordering::Release);
+        let record = rel.record.lock().clone();
+        if record.revert_pending {
+            let _ = self.storage.remove(&record.undo_file_name());
+        }
         rel.source
             .links
             .write()
@@ -236,101 +240,354 @@ impl Engine {
         target: &str,
         opts: FlashOptions,
     ) -> Result<FlashInfo, FlashError> {
+        let pair = [(source.to_string(), target.to_string())];
+        let mut infos = self.establish_group(&pair, opts, None)?;
+        Ok(infos.remove(0))
+    }
+
+    /// Consistency group: establishes every pair at one T0, ordered against host writes on all
+    /// sources (the topology lock is held exclusively across the whole group, so a write
+    /// acknowledged before T0 is in every target and a write issued after it is in none).
+    /// All pairs are checked before any is made; one catalog transaction makes them all.
+    /// With `freeze`, the sources' writes are then held (queued, never failed) until
+    /// [`Engine::unfreeze`] or the timeout, DS8000's extended long busy.
+    pub fn establish_group(
+        &self,
+        pairs: &[(String, String)],
+        opts: FlashOptions,
+        freeze: Option<std::time::Duration>,
+    ) -> Result<Vec<FlashInfo>, FlashError> {
         let inner = &self.inner;
         if inner.poisoned.load(Ordering::Acquire) {
             return Err(FlashError::Poisoned);
         }
-        let _admin = inner.admin.lock();
-        let (src, tgt) = self.volumes_for(source, target)?;
-        if src.id == tgt.id {
-            return Err(FlashError::SameVolume(source.to_string()));
+        if pairs.is_empty() {
+            return Err(FlashError::Unsupported("no SRC:TGT pairs given".into()));
         }
-        for (what, a, b) in [
-            ("capacity", src.geometry.capacity, tgt.geometry.capacity),
-            (
-                "track size",
-                src.geometry.track_size,
-                tgt.geometry.track_size,
-            ),
-        ] {
-            if a != b {
-                return Err(FlashError::Mismatch {
-                    src: source.to_string(),
-                    tgt: target.to_string(),
-                    what,
-                });
+        let _admin = inner.admin.lock();
+        let mut volumes = Vec::new();
+        for (source, target) in pairs {
+            let (src, tgt) = self.volumes_for(source, target)?;
+            if src.id == tgt.id {
+                return Err(FlashError::SameVolume(source.clone()));
+            }
+            for (what, a, b) in [
+                ("capacity", src.geometry.capacity, tgt.geometry.capacity),
+                (
+                    "track size",
+                    src.geometry.track_size,
+                    tgt.geometry.track_size,
+                ),
+            ] {
+                if a != b {
+                    return Err(FlashError::Mismatch {
+                        src: source.clone(),
+                        tgt: target.clone(),
+                        what,
+                    });
+                }
+            }
+            volumes.push((src, tgt));
+        }
+        // Within one group a volume is a target at most once and never both source and target.
+        for (i, (_, tgt)) in volumes.iter().enumerate() {
+            if volumes[..i].iter().any(|(_, t)| t.id == tgt.id) {
+                return Err(FlashError::Unsupported(format!(
+                    "{} is named as a target twice",
+                    tgt.name
+                )));
+            }
+            if volumes.iter().any(|(s, _)| s.id == tgt.id) {
+                return Err(FlashError::Unsupported(format!(
+                    "{} is both a source and a target in one group",
+                    tgt.name
+                )));
             }
         }
         let _topology = inner.topology.write();
-        if let Some(existing) = &tgt.links.read().target_of {
-            return Err(FlashError::TargetHasSource {
-                target: target.to_string(),
-                existing: existing.source.name.clone(),
-            });
-        }
-        // A cycle: the target is the source or an ancestor of the source.
-        let mut up = Some(src.clone());
-        while let Some(v) = up {
-            if v.id == tgt.id {
-                return Err(FlashError::Unsupported(format!(
-                    "{source}:{target} would make a cycle: {target} is upstream of {source}"
-                )));
+        for (src, tgt) in &volumes {
+            if let Some(existing) = &tgt.links.read().target_of {
+                return Err(FlashError::TargetHasSource {
+                    target: tgt.name.clone(),
+                    existing: existing.source.name.clone(),
+                });
             }
-            up = v.links.read().target_of.as_ref().map(|r| r.source.clone());
-        }
-        check_no_dependents(&tgt, &format!("make {target} a target"))?;
-        if src.links.read().source_of.len() >= MAX_TARGETS_PER_SOURCE {
-            return Err(FlashError::TooManyTargets(
-                source.to_string(),
-                MAX_TARGETS_PER_SOURCE,
-            ));
+            // A cycle: the target is the source or an ancestor of the source.
+            let mut up = Some(src.clone());
+            while let Some(v) = up {
+                if v.id == tgt.id {
+                    return Err(FlashError::Unsupported(format!(
+                        "{}:{} would make a cycle: {} is upstream of {}",
+                        src.name, tgt.name, tgt.name, src.name
+                    )));
+                }
+                up = v.links.read().target_of.as_ref().map(|r| r.source.clone());
+            }
+            check_no_dependents(tgt, &format!("make {} a target", tgt.name))?;
+            let new_targets = volumes.iter().filter(|(s, _)| s.id == src.id).count();
+            if src.links.read().source_of.len() + new_targets > MAX_TARGETS_PER_SOURCE {
+                return Err(FlashError::TooManyTargets(
+                    src.name.clone(),
+                    MAX_TARGETS_PER_SOURCE,
+                ));
+            }
         }
         // Writes acknowledged before T0 belong to T0: put them on disk and make them durable.
-        {
-            let links = src.links.read();
-            inner.destage_all(&src, &links).map_err(io_to_flash)?;
+        for (src, tgt) in &volumes {
+            {
+                let links = src.links.read();
+                inner.destage_all(src, &links).map_err(io_to_flash)?;
+            }
+            let dropped: u64 = {
+                // The target's own pending writes are superseded by T0.
+                let mut cache = tgt.cache.lock();
+                let held = cache.values().map(|p| p.bytes()).sum();
+                cache.clear();
+                held
+            };
+            inner.budget.release(dropped);
         }
-        let dropped: u64 = {
-            // The target's own pending writes are superseded by T0.
-            let mut cache = tgt.cache.lock();
-            let held = cache.values().map(|p| p.bytes()).sum();
-            cache.clear();
-            held
-        };
-        inner.budget.release(dropped);
-        src.file.sync().map_err(FlashError::Storage)?;
-        inner.record_view_change(&tgt, None, 0)?;
+        for (src, tgt) in &volumes {
+            src.file.sync().map_err(FlashError::Storage)?;
+            inner.record_view_change(tgt, None, 0)?;
+        }
         let now = now_ms();
         let mut change = inner.catalog.change()?;
-        let record = RelRecord {
-            id: change.next_id()?,
-            source: src.id,
-            target: tgt.id,
-            background_copy: opts.background_copy,
-            persistent: opts.persistent,
-            copy_rate: opts.copy_rate,
-            state: RelState::Active,
-            created_ms: now,
-            synced_ms: now,
-            failure: None,
-            recording: opts.recording,
-            withdraw_on_complete: false,
-        };
-        let mut tgt_record = inner.volume_record(&tgt);
-        tgt_record.contents_undefined = false;
-        change.put_rel(&record)?;
-        change.put_volume(&tgt_record)?;
+        let mut rels = Vec::new();
+        for (src, tgt) in &volumes {
+            let record = RelRecord {
+                id: change.next_id()?,
+                source: src.id,
+                target: tgt.id,
+                background_copy: opts.background_copy,
+                persistent: opts.persistent,
+                copy_rate: opts.copy_rate,
+                state: RelState::Active,
+                created_ms: now,
+                synced_ms: now,
+                failure: None,
+                recording: opts.recording,
+                withdraw_on_complete: false,
+                target_inhibit: opts.target_inhibit,
+                seqnum: opts.seqnum,
+                revertible: false,
+                revert_pending: false,
+                previous_synced_ms: 0,
+            };
+            let mut tgt_record = inner.volume_record(tgt);
+            tgt_record.contents_undefined = false;
+            change.put_rel(&record)?;
+            change.put_volume(&tgt_record)?;
+            rels.push(Arc::new(Rel::new(record, src.clone(), tgt.clone())));
+        }
         if let Err(e) = change.commit() {
-            inner.poison("establishing a relationship", &e);
+            inner.poison("establishing relationships", &e);
             return Err(FlashError::Poisoned);
         }
-        let rel = Arc::new(Rel::new(record, src.clone(), tgt.clone()));
-        tgt.contents_undefined.store(false, Ordering::Release);
-        src.links.write().source_of.push(rel.clone());
-        tgt.links.write().target_of = Some(rel.clone());
-        inner.registry.write().rels.insert(rel.id, rel.clone());
+        for rel in &rels {
+            rel.target
+                .contents_undefined
+                .store(false, Ordering::Release);
+            rel.source.links.write().source_of.push(rel.clone());
+            rel.target.links.write().target_of = Some(rel.clone());
+            inner.registry.write().rels.insert(rel.id, rel.clone());
+        }
+        if let Some(timeout) = freeze {
+            // Set before the topology lock is released: no write slips in between.
+            let deadline = std::time::Instant::now() + timeout;
+            for (src, _) in &volumes {
+                *src.frozen_until.lock() = Some(deadline);
+            }
+        }
         inner.kick();
-        tracing::info!(source, target, ?opts, "FlashCopy established");
+        for rel in &rels {
+            tracing::info!(source = %rel.source.name, target = %rel.target.name, ?opts, frozen = freeze.is_some(), "FlashCopy established");
+        }
+        Ok(rels.iter().map(|r| r.info()).collect())
+    }
+
+    /// Holds write I/O on the given source volumes until [`Engine::unfreeze`] or `timeout`.
+    pub fn freeze(
+        &self,
+        volumes: &[String],
+        timeout: std::time::Duration,
+    ) -> Result<(), FlashError> {
+        let _admin = self.inner.admin.lock();
+        let mut found = Vec::new();
+        for name in volumes {
+            let vol = self
+                .lookup(name)
+                .ok_or_else(|| FlashError::VolumeNotFound(name.clone()))?;
+            if vol.links.read().source_of.is_empty() {
+                return Err(FlashError::Unsupported(format!(
+                    "{name} is not the source of a FlashCopy relationship; only sources can be frozen"
+                )));
+            }
+            found.push(vol);
+        }
+        let _topology = self.inner.topology.write();
+        let deadline = std::time::Instant::now() + timeout;
+        for vol in found {
+            *vol.frozen_until.lock() = Some(deadline);
+            tracing::info!(volume = %vol.name, ?timeout, "write I/O frozen");
+        }
+        Ok(())
+    }
+
+    /// Releases held writes (`unfreezeflash`). Every named volume must be frozen.
+    pub fn unfreeze(&self, volumes: &[String]) -> Result<(), FlashError> {
+        let mut found = Vec::new();
+        for name in volumes {
+            let vol = self
+                .lookup(name)
+                .ok_or_else(|| FlashError::VolumeNotFound(name.clone()))?;
+            if !vol.is_frozen() {
+                return Err(FlashError::Unsupported(format!("{name} is not frozen")));
+            }
+            found.push(vol);
+        }
+        for vol in found {
+            *vol.frozen_until.lock() = None;
+            vol.thawed.notify_all();
+            tracing::info!(volume = %vol.name, "write I/O released");
+        }
+        Ok(())
+    }
+
+    /// Sets or lifts target write inhibit (`rmflash --resettgtinhibit` lifts it).
+    pub fn set_target_inhibit(
+        &self,
+        source: &str,
+        target: &str,
+        inhibit: bool,
+    ) -> Result<FlashInfo, FlashError> {
+        let info = self.update_record(source, target, |r| {
+            r.target_inhibit = inhibit;
+            Ok(())
+        })?;
+        self.find_rel(source, target)?
+            .inhibit
+            .store(inhibit, Ordering::Release);
+        Ok(info)
+    }
+
+    /// `setflashrevertible`: the next resync of this incremental relationship keeps the
+    /// previous point-in-time copy restorable until `commitflash` or `revertflash`.
+    pub fn set_revertible(&self, source: &str, target: &str) -> Result<FlashInfo, FlashError> {
+        self.update_record(source, target, |r| {
+            if !r.recording {
+                return Err(FlashError::Unsupported(format!(
+                    "{source}:{target} does not record changes; only incremental relationships can be revertible"
+                )));
+            }
+            if r.revert_pending {
+                return Err(FlashError::Unsupported(format!(
+                    "{source}:{target} already has a revertible resync to commit or revert"
+                )));
+            }
+            r.revertible = true;
+            Ok(())
+        })
+    }
+
+    /// `commitflash`: makes the point in time of a revertible resync permanent.
+    pub fn commit_revertible(&self, source: &str, target: &str) -> Result<FlashInfo, FlashError> {
+        let inner = &self.inner;
+        let _admin = inner.admin.lock();
+        let rel = self.find_rel(source, target)?;
+        let mut record = rel.record.lock().clone();
+        if !record.revert_pending {
+            return Err(FlashError::Unsupported(format!(
+                "{source}:{target} is not revertible: there is nothing to commit"
+            )));
+        }
+        record.revert_pending = false;
+        rel.revert_set.clear_all();
+        rel.revert_set.take_dirty();
+        let committed = inner.catalog.change().and_then(|mut c| {
+            c.put_rel(&record)?;
+            c.delete_bitmap(rel.id, crate::catalog::KIND_REVERT_SET)?;
+            c.commit()
+        });
+        if let Err(e) = committed {
+            inner.poison("committing a revertible resync", &e);
+            return Err(FlashError::Poisoned);
+        }
+        let undo = record.undo_file_name();
+        *rel.record.lock() = record;
+        if let Err(e) = inner.storage.remove(&undo) {
+            tracing::warn!(error = %e, file = %undo, "could not remove the undo file");
+        }
+        Ok(rel.info())
+    }
+
+    /// `revertflash`: rolls the target back to the point in time before the revertible resync.
+    pub fn revert(&self, source: &str, target: &str) -> Result<FlashInfo, FlashError> {
+        let inner = &self.inner;
+        let _admin = inner.admin.lock();
+        let rel = self.find_rel(source, target)?;
+        let mut record = rel.record.lock().clone();
+        if !record.revert_pending {
+            return Err(FlashError::Unsupported(format!(
+                "{source}:{target} is not revertible: there is no revertible resync to revert"
+            )));
+        }
+        let _topology = inner.topology.write();
+        check_no_dependents(&rel.target, &format!("revert {target}"))?;
+        inner.destage_both(&rel.source, &rel.target)?;
+        inner
+            .persist(std::slice::from_ref(&rel))
+            .map_err(io_to_flash)?;
+        let undo = inner
+            .storage
+            .open(&record.undo_file_name(), false)
+            .map_err(FlashError::Storage)?;
+        let g = rel.target.geometry;
+        let mut track = 0;
+        let none = Bitmap::new(rel.bitmap.len());
+        let restore = Bitmap::new(rel.bitmap.len());
+        restore.set_where(&rel.revert_set, &none);
+        // Restore the previous target tracks; the copy is idempotent, so a crash before the
+        // commit below just makes the next revert do it again.
+        while let Some(t) = restore.next_set(track) {
+            track = t + 1;
+            let start = g.track_start(t);
+            copy_span(&*undo, &*rel.target.file, start, start + g.track_len(t))
+                .map_err(FlashError::Storage)?;
+        }
+        rel.target.file.sync().map_err(FlashError::Storage)?;
+        // The restored tracks hold the previous point in time; the source differs from it
+        // there, so they count as changed on the source side.
+        rel.bitmap.set_where(&restore, &none);
+        rel.changed[SOURCE].set_where(&restore, &none);
+        rel.revert_set.clear_all();
+        record.revert_pending = false;
+        record.synced_ms = record.previous_synced_ms;
+        let committed = (|| {
+            let mut change = inner.catalog.change()?;
+            change.put_rel(&record)?;
+            for (kind, bitmap) in rel.bitmaps() {
+                for chunk in bitmap.take_dirty() {
+                    change.put_chunk_bytes(rel.id, kind, chunk, &bitmap.encode_chunk(chunk))?;
+                }
+            }
+            change.delete_bitmap(rel.id, crate::catalog::KIND_REVERT_SET)?;
+            change.commit()
+        })();
+        if let Err(e) = committed {
+            inner.poison("reverting a resync", &e);
+            return Err(FlashError::Poisoned);
+        }
+        let undo_name = record.undo_file_name();
+        *rel.record.lock() = record;
+        drop(undo);
+        let _ = inner.storage.remove(&undo_name);
+        tracing::info!(
+            source,
+            target,
+            restored = restore.count(),
+            "FlashCopy reverted"
+        );
         Ok(rel.info())
     }
 
@@ -445,12 +702,41 @@ impl Engine {
         inner
             .persist(std::slice::from_ref(&rel))
             .map_err(io_to_flash)?;
+        let mut record = rel.record.lock().clone();
+        if record.revert_pending {
+            return Err(FlashError::Unsupported(format!(
+                "{source}:{target} has a revertible resync to commit or revert first"
+            )));
+        }
+        if record.revertible {
+            // Keep the target tracks this resync will replace: copy them to the undo file and
+            // make it durable before the new bitmaps are committed.
+            rel.revert_set.clear_all();
+            rel.revert_set
+                .set_where(&rel.changed[SOURCE], &rel.changed[TARGET]);
+            let undo = inner
+                .storage
+                .open(&record.undo_file_name(), true)
+                .map_err(FlashError::Storage)?;
+            let g = rel.target.geometry;
+            undo.set_len(g.capacity).map_err(FlashError::Storage)?;
+            let mut track = 0;
+            while let Some(t) = rel.revert_set.next_set(track) {
+                track = t + 1;
+                let start = g.track_start(t);
+                copy_span(&*rel.target.file, &*undo, start, start + g.track_len(t))
+                    .map_err(FlashError::Storage)?;
+            }
+            undo.sync().map_err(FlashError::Storage)?;
+            record.revert_pending = true;
+            record.revertible = false;
+            record.previous_synced_ms = record.synced_ms;
+        }
         rel.bitmap
             .clear_where(&rel.changed[SOURCE], &rel.changed[TARGET]);
         for side in &rel.changed {
             side.clear_all();
         }
-        let mut record = rel.record.lock().clone();
         record.state = RelState::Active;
         record.synced_ms = now_ms();
         record.recording = opts.recording;
@@ -500,6 +786,11 @@ impl Engine {
                 tgt: target.to_string(),
                 reason: rel.record.lock().failure.clone().unwrap_or_default(),
             });
+        }
+        if rel.record.lock().revert_pending {
+            return Err(FlashError::Unsupported(format!(
+                "{source}:{target} has a revertible resync to commit or revert first"
+            )));
         }
         let complete = rel.bitmap.is_full();
         if !fast && !complete {
@@ -561,6 +852,11 @@ impl Engine {
             failure: None,
             recording: old.recording,
             withdraw_on_complete: false,
+            target_inhibit: false,
+            seqnum: old.seqnum,
+            revertible: false,
+            revert_pending: false,
+            previous_synced_ms: 0,
         };
         let reversed = Arc::new(Rel::new(
             record.clone(),

@@ -82,6 +82,24 @@ impl Bitmap {
         newly
     }
 
+    /// Clears a bit; returns true if it was set.
+    pub fn clear(&self, bit: u64) -> bool {
+        debug_assert!(bit < self.len);
+        let index = bit / CHUNK_BITS;
+        let Some(chunk) = self.chunk(index) else {
+            return false;
+        };
+        let in_chunk = bit % CHUNK_BITS;
+        let mask = 1u64 << (in_chunk % 64);
+        let old = chunk[(in_chunk / 64) as usize].fetch_and(!mask, Ordering::AcqRel);
+        let was = old & mask != 0;
+        if was {
+            self.set_count.fetch_sub(1, Ordering::AcqRel);
+            self.dirty_chunks.lock().insert(index);
+        }
+        was
+    }
+
     /// Bits set.
     pub fn count(&self) -> u64 {
         self.set_count.load(Ordering::Acquire)
@@ -209,6 +227,30 @@ impl Bitmap {
         }
     }
 
+    /// The first set bit at or after `from`, skipping unallocated chunks and empty words.
+    pub fn next_set(&self, from: u64) -> Option<u64> {
+        let mut bit = from;
+        while bit < self.len {
+            let index = bit / CHUNK_BITS;
+            let Some(chunk) = self.chunk(index) else {
+                bit = (index + 1) * CHUNK_BITS;
+                continue;
+            };
+            let mut in_chunk = bit % CHUNK_BITS;
+            while in_chunk < CHUNK_BITS {
+                let shifted =
+                    chunk[(in_chunk / 64) as usize].load(Ordering::Acquire) >> (in_chunk % 64);
+                if shifted != 0 {
+                    let found = index * CHUNK_BITS + in_chunk + u64::from(shifted.trailing_zeros());
+                    return (found < self.len).then_some(found);
+                }
+                in_chunk = (in_chunk / 64 + 1) * 64;
+            }
+            bit = (index + 1) * CHUNK_BITS;
+        }
+        None
+    }
+
     /// Takes the set of chunks changed since the last call.
     pub fn take_dirty(&self) -> Vec<u64> {
         std::mem::take(&mut *self.dirty_chunks.lock())
@@ -296,6 +338,8 @@ mod tests {
             b.set(i);
         }
         assert_eq!(b.next_clear(0), Some(70_000));
+        assert_eq!(b.next_set(0), Some(0));
+        assert_eq!(b.next_set(70_000), None);
         assert_eq!(b.next_clear(99_999), Some(99_999));
         b.set(99_999);
         assert_eq!(b.next_clear(99_999), None);

@@ -7,6 +7,7 @@
 //! - `meta`: `"format"` → version, `"next_id"` → next volume/relationship id.
 //! - `volumes`: id → JSON [`VolumeRecord`].
 //! - `relationships`: id → JSON [`RelRecord`].
+//! - `pools`: id → JSON [`PoolRecord`].
 //! - `bitmaps`: (relationship id × 4 + kind, chunk index) → chunk record (see
 //!   [`crate::bitmap`]): a version byte, a CRC32 and 4 KiB of bits. Chunks never written are all
 //!   clear. Kinds: [`KIND_COPIED`], [`KIND_CHANGED_SOURCE`], [`KIND_CHANGED_TARGET`].
@@ -28,6 +29,8 @@ pub const KIND_COPIED: u64 = 0;
 pub const KIND_CHANGED_SOURCE: u64 = 1;
 /// Change recording: tracks written on the target since T0.
 pub const KIND_CHANGED_TARGET: u64 = 2;
+/// Revertible resync: the tracks whose previous target data is kept in the undo file.
+pub const KIND_REVERT_SET: u64 = 3;
 
 fn bitmap_key(rel: u64, kind: u64) -> u64 {
     rel * 4 + kind
@@ -36,6 +39,7 @@ fn bitmap_key(rel: u64, kind: u64) -> u64 {
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const VOLUMES: TableDefinition<u64, &str> = TableDefinition::new("volumes");
 const RELS: TableDefinition<u64, &str> = TableDefinition::new("relationships");
+const POOLS: TableDefinition<u64, &str> = TableDefinition::new("pools");
 const BITMAPS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("bitmaps");
 
 /// A volume as the catalog keeps it.
@@ -49,6 +53,34 @@ pub struct VolumeRecord {
     /// Set when a NOCOPY or unfinished copy was withdrawn: the contents are not a point in time.
     #[serde(default)]
     pub contents_undefined: bool,
+    /// The extent pool the volume is allocated from, if any.
+    #[serde(default)]
+    pub pool: Option<u64>,
+    /// How the volume takes space from its pool.
+    #[serde(default)]
+    pub provisioning: Provisioning,
+}
+
+/// DS8000 storage allocation methods.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Provisioning {
+    /// A sparse file outside any pool: space as written, no limit but the file system's.
+    #[default]
+    Sparse,
+    /// Fully allocated at creation (`fallocate`), its whole capacity reserved in the pool.
+    Standard,
+    /// Space-efficient (DSCLI `-sam ese`): takes pool space only for tracks written or copied.
+    Thin,
+}
+
+/// An extent pool as the catalog keeps it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PoolRecord {
+    pub id: u64,
+    pub name: String,
+    pub capacity: u64,
+    pub created_ms: u64,
 }
 
 impl VolumeRecord {
@@ -89,6 +121,29 @@ pub struct RelRecord {
     /// `rmflash --cp`: end the relationship once the background copy completes.
     #[serde(default)]
     pub withdraw_on_complete: bool,
+    /// Target write inhibit: hosts may not write the target while the relationship exists.
+    #[serde(default)]
+    pub target_inhibit: bool,
+    /// DS8000 sequence number, a label for selecting relationships.
+    #[serde(default)]
+    pub seqnum: u32,
+    /// `setflashrevertible`: the next resync keeps the previous point in time restorable.
+    #[serde(default)]
+    pub revertible: bool,
+    /// A revertible resync happened and is neither committed nor reverted: the previous
+    /// target tracks it overwrites are kept in `undo_file_name()`, the set in [`KIND_REVERT_SET`].
+    #[serde(default)]
+    pub revert_pending: bool,
+    /// DateSynced before the revertible resync, restored by a revert.
+    #[serde(default)]
+    pub previous_synced_ms: u64,
+}
+
+impl RelRecord {
+    /// The file holding the target tracks a revertible resync replaced.
+    pub fn undo_file_name(&self) -> String {
+        format!("undo-{:016x}.img", self.id)
+    }
 }
 
 /// redb storage on top of one of our [`BlockFile`]s, so crash tests cut its power too.
@@ -128,6 +183,7 @@ pub struct Catalog {
 
 /// Everything the catalog holds, except bitmaps (loaded per relationship).
 pub struct CatalogContents {
+    pub pools: Vec<PoolRecord>,
     pub volumes: Vec<VolumeRecord>,
     pub relationships: Vec<RelRecord>,
     pub next_id: u64,
@@ -177,6 +233,7 @@ impl Catalog {
             }
             txn.open_table(VOLUMES).map_err(CatalogError::db)?;
             txn.open_table(RELS).map_err(CatalogError::db)?;
+            txn.open_table(POOLS).map_err(CatalogError::db)?;
             txn.open_table(BITMAPS).map_err(CatalogError::db)?;
         }
         txn.commit().map_err(CatalogError::db)?;
@@ -200,6 +257,16 @@ impl Catalog {
             let (k, v) = entry.map_err(CatalogError::db)?;
             volumes.push(decode(format!("volume {}", k.value()), v.value())?);
         }
+        let mut pools = Vec::new();
+        for entry in txn
+            .open_table(POOLS)
+            .map_err(CatalogError::db)?
+            .iter()
+            .map_err(CatalogError::db)?
+        {
+            let (k, v) = entry.map_err(CatalogError::db)?;
+            pools.push(decode(format!("pool {}", k.value()), v.value())?);
+        }
         let mut relationships = Vec::new();
         for entry in txn
             .open_table(RELS)
@@ -211,6 +278,7 @@ impl Catalog {
             relationships.push(decode(format!("relationship {}", k.value()), v.value())?);
         }
         Ok(CatalogContents {
+            pools,
             volumes,
             relationships,
             next_id,
@@ -265,6 +333,28 @@ impl Change<'_> {
     pub fn delete_volume(&mut self, id: u64) -> Result<(), CatalogError> {
         let mut t = self.txn.open_table(VOLUMES).map_err(CatalogError::db)?;
         t.remove(id).map_err(CatalogError::db)?;
+        Ok(())
+    }
+
+    pub fn put_pool(&mut self, p: &PoolRecord) -> Result<(), CatalogError> {
+        let mut t = self.txn.open_table(POOLS).map_err(CatalogError::db)?;
+        t.insert(p.id, encode(p).as_str())
+            .map_err(CatalogError::db)?;
+        Ok(())
+    }
+
+    pub fn delete_pool(&mut self, id: u64) -> Result<(), CatalogError> {
+        let mut t = self.txn.open_table(POOLS).map_err(CatalogError::db)?;
+        t.remove(id).map_err(CatalogError::db)?;
+        Ok(())
+    }
+
+    /// Removes every chunk of one bitmap kind of a relationship.
+    pub fn delete_bitmap(&mut self, rel: u64, kind: u64) -> Result<(), CatalogError> {
+        let mut b = self.txn.open_table(BITMAPS).map_err(CatalogError::db)?;
+        let key = bitmap_key(rel, kind);
+        b.retain_in((key, 0)..=(key, u64::MAX), |_, _| false)
+            .map_err(CatalogError::db)?;
         Ok(())
     }
 

@@ -213,7 +213,7 @@ impl Inner {
             for (offset, data) in pending.extents() {
                 if let Err(e) = vol.file.write_at(data, start + offset) {
                     tracing::error!(volume = %vol.name, error = %e, "destage write failed; data of unflushed writes is lost");
-                    *vol.write_error.lock() = Some(e.to_string());
+                    *vol.write_error.lock() = Some(e);
                 }
             }
         }

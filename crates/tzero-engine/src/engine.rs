@@ -8,15 +8,17 @@
 //! waits for `topology`, and a writer waiting for cache space holds no lock at all.
 
 use crate::cache::CacheBudget;
-use crate::catalog::{Catalog, RelState, VolumeRecord, CATALOG_FILE};
+use crate::catalog::{Catalog, PoolRecord, Provisioning, RelState, VolumeRecord, CATALOG_FILE};
 use crate::error::{is_no_space, FlashError, IoError, OpenError, VolumeError};
 use crate::geometry::{Geometry, DEFAULT_TRACK_SIZE, MAX_CAPACITY};
 use crate::io::VolumeHandle;
 use crate::locks::TrackLocks;
 use crate::relationship::{now_ms, FlashInfo, Rel};
+use crate::space::{Pool, PoolInfo, StandardFile, ThinFile};
 use crate::storage::file::FileStorage;
+use crate::storage::BlockFile;
 use crate::storage::Storage;
-use crate::volume::{valid_name, Links, Volume, VolumeInfo};
+use crate::volume::{valid_name, Volume, VolumeInfo};
 use parking_lot::{Condvar, Mutex, RwLock};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -45,6 +47,7 @@ impl Default for EngineConfig {
 
 #[derive(Debug, Default)]
 pub(crate) struct Registry {
+    pub pools: BTreeMap<String, Arc<Pool>>,
     pub volumes: BTreeMap<String, Arc<Volume>>,
     pub rels: BTreeMap<u64, Arc<Rel>>,
 }
@@ -164,7 +167,10 @@ impl Inner {
     /// Fails a relationship visibly: the target is no longer protected or readable, the source
     /// goes on without copy-on-write to it.
     pub(crate) fn fail_rel(&self, rel: &Rel, reason: &str) {
-        if rel.failed.swap(true, Ordering::AcqRel) {
+        // Only the first failure is recorded. The relationship stops routing I/O only once the
+        // failure is durable: a write that went straight to a failed target's file must never
+        // be hidden again by a relationship that comes back after a crash.
+        if rel.failing.swap(true, Ordering::AcqRel) {
             return;
         }
         tracing::error!(source = %rel.source.name, target = %rel.target.name, reason, "FlashCopy relationship failed");
@@ -181,6 +187,7 @@ impl Inner {
         if let Err(e) = committed {
             self.poison("recording a failed relationship", &e);
         }
+        rel.failed.store(true, Ordering::Release);
     }
 
     /// Called when a COPY relationship has every bit set (and durable).
@@ -231,6 +238,8 @@ impl Inner {
             track_size: v.geometry.track_size,
             created_ms: v.created_ms,
             contents_undefined: v.contents_undefined.load(Ordering::Acquire),
+            pool: v.pool.as_ref().map(|p| p.id),
+            provisioning: v.provisioning,
         }
     }
 
@@ -279,6 +288,35 @@ pub(crate) fn io_to_flash(e: IoError) -> FlashError {
     }
 }
 
+/// How a volume is created.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VolumeOptions {
+    /// Extent pool to allocate from. Without one the volume is a plain sparse file.
+    pub pool: Option<String>,
+    /// Space-efficient (thin, DSCLI `-sam ese`) rather than standard (fully allocated).
+    pub space_efficient: bool,
+}
+
+/// A volume's file as the engine uses it, and its thin wrapper when it is space-efficient.
+type WrappedFile = (Arc<dyn BlockFile>, Option<Arc<ThinFile>>);
+
+/// Wraps a volume's raw file according to its provisioning.
+fn wrap_volume_file(
+    rec: &VolumeRecord,
+    raw: Arc<dyn BlockFile>,
+    pool: Option<&Arc<Pool>>,
+) -> std::io::Result<WrappedFile> {
+    match (rec.provisioning, pool) {
+        (Provisioning::Thin, Some(pool)) => {
+            let geometry = Geometry::new(rec.capacity, rec.track_size);
+            let thin = Arc::new(ThinFile::open(raw, geometry, pool.clone())?);
+            Ok((thin.clone(), Some(thin)))
+        }
+        (Provisioning::Standard, _) => Ok((Arc::new(StandardFile::new(raw)), None)),
+        _ => Ok((raw, None)),
+    }
+}
+
 fn storage_err(name: &str) -> impl FnOnce(std::io::Error) -> VolumeError + '_ {
     move |source| VolumeError::Storage {
         name: name.to_string(),
@@ -308,27 +346,35 @@ impl Engine {
         let catalog = Catalog::open(catalog_file)?;
         let contents = catalog.load()?;
         let mut registry = Registry::default();
+        let mut pools_by_id = BTreeMap::new();
+        for rec in &contents.pools {
+            let pool = Arc::new(Pool::new(
+                rec.id,
+                rec.name.clone(),
+                rec.capacity,
+                rec.created_ms,
+            ));
+            pools_by_id.insert(rec.id, pool.clone());
+            registry.pools.insert(rec.name.clone(), pool);
+        }
         let mut by_id = BTreeMap::new();
         for rec in &contents.volumes {
-            let file =
-                storage
-                    .open(&rec.file_name(), false)
-                    .map_err(|source| OpenError::VolumeFile {
-                        name: rec.name.clone(),
-                        source,
-                    })?;
-            let vol = Arc::new(Volume {
-                id: rec.id,
+            let volume_file_err = |source| OpenError::VolumeFile {
                 name: rec.name.clone(),
-                geometry: Geometry::new(rec.capacity, rec.track_size),
-                file,
-                created_ms: rec.created_ms,
-                contents_undefined: AtomicBool::new(rec.contents_undefined),
-                deleted: AtomicBool::new(false),
-                links: RwLock::new(Links::default()),
-                cache: Mutex::new(BTreeMap::new()),
-                write_error: Mutex::new(None),
-            });
+                source,
+            };
+            let raw = storage
+                .open(&rec.file_name(), false)
+                .map_err(volume_file_err)?;
+            let pool = rec.pool.and_then(|id| pools_by_id.get(&id).cloned());
+            let (file, thin) =
+                wrap_volume_file(rec, raw, pool.as_ref()).map_err(volume_file_err)?;
+            if rec.provisioning == Provisioning::Standard {
+                if let Some(p) = &pool {
+                    p.charge(rec.capacity);
+                }
+            }
+            let vol = Arc::new(Volume::new(rec, file, pool, thin));
             by_id.insert(rec.id, vol.clone());
             registry.volumes.insert(rec.name.clone(), vol);
         }
@@ -397,12 +443,23 @@ impl Engine {
         self.inner.registry.read().volumes.get(name).cloned()
     }
 
-    /// Creates a sparse volume.
+    /// Creates a sparse volume outside any pool.
     pub fn create_volume(
         &self,
         name: &str,
         capacity: u64,
         track_size: u64,
+    ) -> Result<VolumeInfo, VolumeError> {
+        self.create_volume_with(name, capacity, track_size, VolumeOptions::default())
+    }
+
+    /// Creates a volume: sparse, or standard / space-efficient in an extent pool.
+    pub fn create_volume_with(
+        &self,
+        name: &str,
+        capacity: u64,
+        track_size: u64,
+        options: VolumeOptions,
     ) -> Result<VolumeInfo, VolumeError> {
         if !valid_name(name) {
             return Err(VolumeError::InvalidName(name.to_string()));
@@ -426,6 +483,24 @@ impl Engine {
         if self.lookup(name).is_some() {
             return Err(VolumeError::AlreadyExists(name.to_string()));
         }
+        let pool = match &options.pool {
+            Some(p) => Some(
+                inner
+                    .registry
+                    .read()
+                    .pools
+                    .get(p)
+                    .cloned()
+                    .ok_or_else(|| VolumeError::PoolNotFound(p.clone()))?,
+            ),
+            None => None,
+        };
+        let provisioning = match (&pool, options.space_efficient) {
+            (None, false) => Provisioning::Sparse,
+            (None, true) => return Err(VolumeError::NeedsPool(name.to_string())),
+            (Some(_), false) => Provisioning::Standard,
+            (Some(_), true) => Provisioning::Thin,
+        };
         let mut change = inner.catalog.change()?;
         let record = VolumeRecord {
             id: change.next_id()?,
@@ -434,41 +509,156 @@ impl Engine {
             track_size,
             created_ms: now_ms(),
             contents_undefined: false,
+            pool: pool.as_ref().map(|p| p.id),
+            provisioning,
+        };
+        // A standard volume takes its whole capacity from the pool now.
+        if provisioning == Provisioning::Standard {
+            let p = pool.as_ref().expect("standard volumes have a pool");
+            if !p.reserve(capacity) {
+                return Err(VolumeError::PoolTooSmall {
+                    pool: p.name.clone(),
+                    needed: capacity,
+                    free: p.capacity - p.used().min(p.capacity),
+                });
+            }
+        }
+        let unreserve = || {
+            if provisioning == Provisioning::Standard {
+                if let Some(p) = &pool {
+                    p.release(capacity);
+                }
+            }
         };
         let file_name = record.file_name();
-        let file = inner
-            .storage
-            .open(&file_name, true)
-            .map_err(storage_err(name))?;
-        let sized = file
-            .set_len(0)
-            .and_then(|()| file.set_len(capacity))
-            .and_then(|()| file.sync());
-        if let Err(e) = sized {
-            let _ = inner.storage.remove(&file_name);
-            return Err(storage_err(name)(e));
-        }
+        let created = (|| {
+            let raw = inner.storage.open(&file_name, true)?;
+            raw.set_len(0)?;
+            raw.set_len(capacity)?;
+            if provisioning == Provisioning::Standard {
+                raw.preallocate(0, capacity)?;
+            }
+            raw.sync()?;
+            wrap_volume_file(&record, raw, pool.as_ref())
+        })();
+        let (file, thin) = match created {
+            Ok(f) => f,
+            Err(e) => {
+                unreserve();
+                let _ = inner.storage.remove(&file_name);
+                return Err(storage_err(name)(e));
+            }
+        };
         change.put_volume(&record)?;
         if let Err(e) = change.commit() {
+            unreserve();
             let _ = inner.storage.remove(&file_name);
             return Err(e.into());
         }
-        let vol = Arc::new(Volume {
-            id: record.id,
-            name: record.name.clone(),
-            geometry: Geometry::new(capacity, track_size),
-            file,
-            created_ms: record.created_ms,
-            contents_undefined: AtomicBool::new(false),
-            deleted: AtomicBool::new(false),
-            links: RwLock::new(Links::default()),
-            cache: Mutex::new(BTreeMap::new()),
-            write_error: Mutex::new(None),
-        });
+        let vol = Arc::new(Volume::new(&record, file, pool, thin));
         let info = vol.info();
         inner.registry.write().volumes.insert(name.to_string(), vol);
-        tracing::info!(volume = name, capacity, track_size, "volume created");
+        tracing::info!(
+            volume = name,
+            capacity,
+            track_size,
+            ?provisioning,
+            "volume created"
+        );
         Ok(info)
+    }
+
+    /// Creates an extent pool of `capacity` bytes.
+    pub fn create_pool(&self, name: &str, capacity: u64) -> Result<PoolInfo, VolumeError> {
+        if !valid_name(name) {
+            return Err(VolumeError::InvalidName(name.to_string()));
+        }
+        if capacity == 0 {
+            return Err(VolumeError::InvalidCapacity(capacity));
+        }
+        let inner = &self.inner;
+        let _admin = inner.admin.lock();
+        if inner.registry.read().pools.contains_key(name) {
+            return Err(VolumeError::PoolExists(name.to_string()));
+        }
+        let mut change = inner.catalog.change()?;
+        let record = PoolRecord {
+            id: change.next_id()?,
+            name: name.to_string(),
+            capacity,
+            created_ms: now_ms(),
+        };
+        change.put_pool(&record)?;
+        change.commit()?;
+        let pool = Arc::new(Pool::new(
+            record.id,
+            record.name,
+            capacity,
+            record.created_ms,
+        ));
+        inner.registry.write().pools.insert(name.to_string(), pool);
+        self.pool(name)
+    }
+
+    /// Deletes an empty extent pool.
+    pub fn delete_pool(&self, name: &str) -> Result<(), VolumeError> {
+        let inner = &self.inner;
+        let _admin = inner.admin.lock();
+        let pool = inner
+            .registry
+            .read()
+            .pools
+            .get(name)
+            .cloned()
+            .ok_or_else(|| VolumeError::PoolNotFound(name.to_string()))?;
+        let users = self.pool_volumes(&pool);
+        if users > 0 {
+            return Err(VolumeError::PoolInUse(name.to_string(), users));
+        }
+        let mut change = inner.catalog.change()?;
+        change.delete_pool(pool.id)?;
+        change.commit()?;
+        inner.registry.write().pools.remove(name);
+        Ok(())
+    }
+
+    fn pool_volumes(&self, pool: &Arc<Pool>) -> usize {
+        self.inner
+            .registry
+            .read()
+            .volumes
+            .values()
+            .filter(|v| v.pool.as_ref().is_some_and(|p| Arc::ptr_eq(p, pool)))
+            .count()
+    }
+
+    pub fn pools(&self) -> Vec<PoolInfo> {
+        let pools: Vec<Arc<Pool>> = self.inner.registry.read().pools.values().cloned().collect();
+        pools.iter().map(|p| self.pool_info(p)).collect()
+    }
+
+    pub fn pool(&self, name: &str) -> Result<PoolInfo, VolumeError> {
+        let pool = self
+            .inner
+            .registry
+            .read()
+            .pools
+            .get(name)
+            .cloned()
+            .ok_or_else(|| VolumeError::PoolNotFound(name.to_string()))?;
+        Ok(self.pool_info(&pool))
+    }
+
+    fn pool_info(&self, pool: &Arc<Pool>) -> PoolInfo {
+        let used = pool.used().min(pool.capacity);
+        PoolInfo {
+            name: pool.name.clone(),
+            capacity_bytes: pool.capacity,
+            used_bytes: used,
+            free_bytes: pool.capacity - used,
+            volumes: self.pool_volumes(pool),
+            created_ms: pool.created_ms,
+        }
     }
 
     /// Deletes a volume; with `force`, withdraws its relationships first.
@@ -527,6 +717,13 @@ impl Engine {
         };
         inner.budget.release(held);
         inner.registry.write().volumes.remove(name);
+        if let Some(pool) = &vol.pool {
+            match (&vol.thin, vol.provisioning) {
+                (Some(thin), _) => thin.release_all(),
+                (None, Provisioning::Standard) => pool.release(vol.geometry.capacity),
+                _ => {}
+            }
+        }
         let file_name = inner.volume_record(&vol).file_name();
         inner
             .storage
@@ -581,11 +778,18 @@ impl Engine {
             .values()
             .cloned()
             .collect();
+        // One volume's failure does not stop the others from being made durable; the first
+        // error is reported at the end.
+        let mut first_error = None;
         for vol in &volumes {
-            VolumeHandle::new(self.inner.clone(), vol.clone()).flush_unchecked()?;
+            if let Err(e) = VolumeHandle::new(self.inner.clone(), vol.clone()).flush_unchecked() {
+                tracing::error!(volume = %vol.name, error = %e, "flush failed");
+                first_error.get_or_insert(e);
+            }
         }
         let rels: Vec<Arc<Rel>> = self.inner.registry.read().rels.values().cloned().collect();
-        self.inner.persist(&rels)
+        self.inner.persist(&rels)?;
+        first_error.map_or(Ok(()), Err)
     }
 
     /// Stops the threads and makes everything durable. Further I/O gets `ShuttingDown`.

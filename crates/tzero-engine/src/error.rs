@@ -28,6 +28,20 @@ pub enum VolumeError {
         #[source]
         source: io::Error,
     },
+    #[error("extent pool {0:?} not found")]
+    PoolNotFound(String),
+    #[error("extent pool {0:?} already exists")]
+    PoolExists(String),
+    #[error("extent pool {0:?} still holds {1} volume(s)")]
+    PoolInUse(String, usize),
+    #[error("extent pool {pool:?} is too small: a standard volume needs {needed} bytes, {free} are free")]
+    PoolTooSmall {
+        pool: String,
+        needed: u64,
+        free: u64,
+    },
+    #[error("volume {0:?}: a space-efficient volume must be allocated from an extent pool")]
+    NeedsPool(String),
     #[error(transparent)]
     Catalog(#[from] CatalogError),
     #[error("the engine is poisoned by an earlier metadata failure; restart it")]

@@ -50,9 +50,18 @@ impl VolumeHandle {
         self.vol.geometry.track_size
     }
 
-    /// Read-only to hosts (target write inhibit is a later function; nothing sets it yet).
+    /// Read-only to hosts: the target of a relationship with target write inhibit.
     pub fn is_read_only(&self) -> bool {
-        false
+        self.vol.write_inhibited()
+    }
+
+    /// Checks a host write: refused while write-inhibited, held while frozen.
+    fn admit_write(&self) -> Result<(), IoError> {
+        if self.vol.write_inhibited() {
+            return Err(IoError::ReadOnly(self.vol.name.clone()));
+        }
+        self.vol.wait_unfrozen();
+        Ok(())
     }
 
     fn check(&self, offset: u64, len: u64) -> Result<(), IoError> {
@@ -107,6 +116,7 @@ impl VolumeHandle {
 
     pub fn write(&self, offset: u64, data: &[u8], fua: bool) -> Result<(), IoError> {
         self.check(offset, data.len() as u64)?;
+        self.admit_write()?;
         self.write_unchecked(offset, data)?;
         if fua {
             self.flush_range(offset, data.len() as u64)?;
@@ -119,6 +129,10 @@ impl VolumeHandle {
         let vol = &self.vol;
         // Reserve cache space before taking any lock: waiting for the destager while holding
         // the gate could deadlock against an admin operation queued on it.
+        if let Some(thin) = &vol.thin {
+            thin.allocate(offset, data.len() as u64)
+                .map_err(|e| map_write_err(&vol.name, e))?;
+        }
         inner.budget.reserve(data.len() as u64, &|| inner.kick());
         let mut unused = data.len() as u64;
         let mut kick = false;
@@ -186,10 +200,8 @@ impl VolumeHandle {
 
     fn sync_file(&self) -> Result<(), IoError> {
         if let Some(e) = self.vol.write_error.lock().take() {
-            return Err(IoError::Storage {
-                name: self.vol.name.clone(),
-                source: std::io::Error::other(format!("an earlier destage failed: {e}")),
-            });
+            // Reported once, like a failed writeback: an earlier destage lost unflushed data.
+            return Err(map_write_err(&self.vol.name, e));
         }
         self.vol
             .file
@@ -207,6 +219,7 @@ impl VolumeHandle {
         fua: bool,
     ) -> Result<(), IoError> {
         self.check(offset, len)?;
+        self.admit_write()?;
         let vol = &self.vol;
         let punched = punch && {
             let _topology = self.inner.topology.read();

@@ -24,11 +24,14 @@ pub mod geometry;
 mod io;
 mod locks;
 mod relationship;
+mod space;
 pub mod storage;
 mod volume;
 
-pub use engine::{Engine, EngineConfig};
+pub use catalog::Provisioning;
+pub use engine::{Engine, EngineConfig, VolumeOptions};
 pub use error::{CatalogError, FlashError, IoError, OpenError, VolumeError};
 pub use io::{Extent, VolumeHandle};
 pub use relationship::{FlashInfo, FlashOptions, FlashState, MAX_TARGETS_PER_SOURCE};
+pub use space::PoolInfo;
 pub use volume::VolumeInfo;

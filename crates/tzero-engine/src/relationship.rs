@@ -12,7 +12,9 @@
 //! before the write it records reaches the disk, so a resync can never miss a change.
 
 use crate::bitmap::Bitmap;
-use crate::catalog::{RelRecord, RelState, KIND_CHANGED_SOURCE, KIND_CHANGED_TARGET, KIND_COPIED};
+use crate::catalog::{
+    RelRecord, RelState, KIND_CHANGED_SOURCE, KIND_CHANGED_TARGET, KIND_COPIED, KIND_REVERT_SET,
+};
 use crate::volume::Volume;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
@@ -35,6 +37,12 @@ pub struct FlashOptions {
     /// Record changes on both volumes for incremental resync (`--record`).
     #[serde(default)]
     pub recording: bool,
+    /// Target write inhibit (`--tgtinhibit`).
+    #[serde(default)]
+    pub target_inhibit: bool,
+    /// DS8000 sequence number (`--seqnum`), a label to select relationships by.
+    #[serde(default)]
+    pub seqnum: u32,
 }
 
 /// State as reported to callers.
@@ -68,6 +76,12 @@ pub struct FlashInfo {
     pub changed_tracks: u64,
     /// `rmflash --cp` is waiting for the background copy.
     pub withdraw_pending: bool,
+    pub target_write_inhibit: bool,
+    pub seqnum: u32,
+    /// The next resync will be revertible (`setflashrevertible`).
+    pub revertible: bool,
+    /// A revertible resync awaits `commitflash` or `revertflash`.
+    pub revert_pending: bool,
 }
 
 /// Index of the source side in [`Rel::changed`].
@@ -83,13 +97,19 @@ pub(crate) struct Rel {
     pub bitmap: Bitmap,
     /// Change recording, indexed by [`SOURCE`] and [`TARGET`].
     pub changed: [Bitmap; 2],
+    /// Revertible resync: tracks whose previous target data is in the undo file.
+    pub revert_set: Bitmap,
     pub recording: AtomicBool,
+    /// Target write inhibit.
+    pub inhibit: AtomicBool,
     /// Tracks whose bit is set in memory but not yet durable.
     pub unpersisted: Mutex<HashSet<u64>>,
     /// Serialises persisting this bitmap (snapshot → sync target → commit).
     pub persist_lock: Mutex<()>,
     pub record: Mutex<RelRecord>,
     pub failed: AtomicBool,
+    /// A failure is being recorded (see `Inner::fail_rel`).
+    pub failing: AtomicBool,
     pub withdrawn: AtomicBool,
     /// Where the background copy looks for the next clear bit.
     pub copy_cursor: AtomicU64,
@@ -101,11 +121,14 @@ impl Rel {
         Rel {
             id: record.id,
             failed: AtomicBool::new(record.state == RelState::Failed),
+            failing: AtomicBool::new(record.state == RelState::Failed),
             source,
             target,
             bitmap: Bitmap::new(tracks),
             changed: [Bitmap::new(tracks), Bitmap::new(tracks)],
+            revert_set: Bitmap::new(tracks),
             recording: AtomicBool::new(record.recording),
+            inhibit: AtomicBool::new(record.target_inhibit),
             unpersisted: Mutex::new(HashSet::new()),
             persist_lock: Mutex::new(()),
             record: Mutex::new(record),
@@ -130,12 +153,13 @@ impl Rel {
             && (!self.recording.load(Ordering::Acquire) || self.changed[side].get(track))
     }
 
-    /// The three bitmaps with their catalog kinds.
-    pub fn bitmaps(&self) -> [(u64, &Bitmap); 3] {
+    /// The bitmaps with their catalog kinds.
+    pub fn bitmaps(&self) -> [(u64, &Bitmap); 4] {
         [
             (KIND_COPIED, &self.bitmap),
             (KIND_CHANGED_SOURCE, &self.changed[SOURCE]),
             (KIND_CHANGED_TARGET, &self.changed[TARGET]),
+            (KIND_REVERT_SET, &self.revert_set),
         ]
     }
 
@@ -174,6 +198,10 @@ impl Rel {
                 0
             },
             withdraw_pending: r.withdraw_on_complete,
+            target_write_inhibit: r.target_inhibit,
+            seqnum: r.seqnum,
+            revertible: r.revertible,
+            revert_pending: r.revert_pending,
         }
     }
 }

@@ -1,8 +1,10 @@
 //! A volume: its file, geometry, write cache and the relationships it takes part in.
 
 use crate::cache::PendingTrack;
+use crate::catalog::{Provisioning, VolumeRecord};
 use crate::geometry::Geometry;
 use crate::relationship::{Rel, SOURCE, TARGET};
+use crate::space::{Pool, ThinFile};
 use crate::storage::BlockFile;
 use parking_lot::{Mutex, RwLock};
 use serde::Serialize;
@@ -86,7 +88,14 @@ pub(crate) struct Volume {
     /// Pending writes by track (see [`crate::cache`]).
     pub cache: Mutex<BTreeMap<u64, PendingTrack>>,
     /// A destage that failed after the host was answered; the next flush reports it.
-    pub write_error: Mutex<Option<String>>,
+    pub write_error: Mutex<Option<std::io::Error>>,
+    pub provisioning: Provisioning,
+    pub pool: Option<Arc<Pool>>,
+    /// The thin wrapper of `file`, for space-efficient volumes.
+    pub thin: Option<Arc<ThinFile>>,
+    /// Set while writes are held by a consistency-group freeze: the deadline of the hold.
+    pub frozen_until: Mutex<Option<std::time::Instant>>,
+    pub thawed: parking_lot::Condvar,
 }
 
 /// What callers see of a volume.
@@ -101,9 +110,71 @@ pub struct VolumeInfo {
     pub target_of: Option<String>,
     /// A NOCOPY or unfinished copy onto this volume was withdrawn: its contents are undefined.
     pub contents_undefined: bool,
+    pub pool: Option<String>,
+    pub provisioning: Provisioning,
+    /// Writes are held by a freeze.
+    pub frozen: bool,
+    /// Hosts may not write it (target write inhibit).
+    pub write_inhibited: bool,
 }
 
 impl Volume {
+    /// An in-memory volume for a catalog record and its (wrapped) file.
+    pub fn new(
+        record: &VolumeRecord,
+        file: Arc<dyn BlockFile>,
+        pool: Option<Arc<Pool>>,
+        thin: Option<Arc<ThinFile>>,
+    ) -> Self {
+        Volume {
+            id: record.id,
+            name: record.name.clone(),
+            geometry: Geometry::new(record.capacity, record.track_size),
+            file,
+            created_ms: record.created_ms,
+            contents_undefined: AtomicBool::new(record.contents_undefined),
+            deleted: AtomicBool::new(false),
+            links: RwLock::new(Links::default()),
+            cache: Mutex::new(BTreeMap::new()),
+            write_error: Mutex::new(None),
+            provisioning: record.provisioning,
+            pool,
+            thin,
+            frozen_until: Mutex::new(None),
+            thawed: parking_lot::Condvar::new(),
+        }
+    }
+
+    /// True while hosts may not write: the target of a live relationship with write inhibit.
+    pub fn write_inhibited(&self) -> bool {
+        self.links
+            .read()
+            .target_of
+            .as_ref()
+            .is_some_and(|r| r.is_live() && r.inhibit.load(std::sync::atomic::Ordering::Acquire))
+    }
+
+    /// Waits while a freeze holds writes. The hold ends at `unfreeze` or at its deadline, when
+    /// writes resume by themselves and the event is logged.
+    pub fn wait_unfrozen(&self) {
+        let mut frozen = self.frozen_until.lock();
+        while let Some(deadline) = *frozen {
+            if std::time::Instant::now() >= deadline {
+                *frozen = None;
+                tracing::warn!(volume = %self.name, "freeze timed out; write I/O resumes");
+                self.thawed.notify_all();
+                break;
+            }
+            self.thawed.wait_until(&mut frozen, deadline);
+        }
+    }
+
+    pub fn is_frozen(&self) -> bool {
+        self.frozen_until
+            .lock()
+            .is_some_and(|d| std::time::Instant::now() < d)
+    }
+
     pub fn info(&self) -> VolumeInfo {
         use std::sync::atomic::Ordering;
         let links = self.links.read();
@@ -120,6 +191,13 @@ impl Volume {
                 .collect(),
             target_of: links.target_of.as_ref().map(|r| r.source.name.clone()),
             contents_undefined: self.contents_undefined.load(Ordering::Acquire),
+            pool: self.pool.as_ref().map(|p| p.name.clone()),
+            provisioning: self.provisioning,
+            frozen: self.is_frozen(),
+            write_inhibited: links
+                .target_of
+                .as_ref()
+                .is_some_and(|r| r.is_live() && r.inhibit.load(Ordering::Acquire)),
         }
     }
 }

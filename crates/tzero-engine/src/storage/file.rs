@@ -112,6 +112,27 @@ impl BlockFile for FileBlock {
         .map_err(io::Error::from)
     }
 
+    fn preallocate(&self, offset: u64, len: u64) -> io::Result<()> {
+        if len == 0 {
+            return Ok(());
+        }
+        rustix::fs::fallocate(&self.file, FallocateFlags::empty(), offset, len)
+            .map_err(io::Error::from)
+    }
+
+    fn zero_range(&self, offset: u64, len: u64) -> io::Result<()> {
+        if len == 0 {
+            return Ok(());
+        }
+        rustix::fs::fallocate(
+            &self.file,
+            FallocateFlags::ZERO_RANGE | FallocateFlags::KEEP_SIZE,
+            offset,
+            len,
+        )
+        .map_err(io::Error::from)
+    }
+
     fn next_data(&self, offset: u64, end: u64) -> io::Result<Option<(u64, u64)>> {
         if offset >= end {
             return Ok(None);

@@ -29,6 +29,24 @@ pub trait BlockFile: Send + Sync + Debug {
     fn set_len(&self, len: u64) -> io::Result<()>;
     /// Deallocates a range; it then reads as zeros.
     fn punch_hole(&self, offset: u64, len: u64) -> io::Result<()>;
+    /// Allocates a range without changing what it reads (fallocate); a no-op where that is not
+    /// meaningful.
+    fn preallocate(&self, offset: u64, len: u64) -> io::Result<()> {
+        let _ = (offset, len);
+        Ok(())
+    }
+    /// Zeroes a range, keeping it allocated.
+    fn zero_range(&self, offset: u64, len: u64) -> io::Result<()> {
+        const CHUNK: u64 = 1 << 20;
+        let zeros = vec![0u8; CHUNK.min(len) as usize];
+        let mut pos = offset;
+        while pos < offset + len {
+            let n = CHUNK.min(offset + len - pos);
+            self.write_at(&zeros[..n as usize], pos)?;
+            pos += n;
+        }
+        Ok(())
+    }
     /// The first allocated (data) region that starts before `end`, at or after `offset`, clipped
     /// to `[offset, end)`; `None` when the whole range is a hole.
     fn next_data(&self, offset: u64, end: u64) -> io::Result<Option<(u64, u64)>>;
