@@ -134,7 +134,7 @@ impl Inner {
                 copy_span(&*view, &*down.target.file, start, start + g.track_len(t))
                     .map_err(FlashError::Storage)?;
                 down.bitmap.set(t);
-                down.unpersisted.lock().insert(t);
+                down.mark_unpersisted([t]);
                 since_persist += 1;
                 if since_persist >= CLEAN_BATCH {
                     self.persist(std::slice::from_ref(&down))

@@ -73,11 +73,10 @@ impl Inner {
                         self.fail_rel(rel, &format!("background copy to target failed: {e}"));
                         return Ok(copied);
                     }
-                    let mut unpersisted = rel.unpersisted.lock();
                     for (t, _) in &todo[i..j] {
                         rel.bitmap.set(*t);
-                        unpersisted.insert(*t);
                     }
+                    rel.mark_unpersisted(todo[i..j].iter().map(|(t, _)| *t));
                     copied += (j - i) as u64;
                     i = j;
                 }

@@ -70,8 +70,7 @@ impl Inner {
 
     /// Destages every track cached for `vol` when called.
     pub(crate) fn destage_all(&self, vol: &Arc<Volume>, links: &Links) -> Result<usize, IoError> {
-        let tracks: Vec<u64> = vol.cache.lock().keys().copied().collect();
-        self.destage_tracks(vol, links, &tracks)
+        self.destage_range(vol, links, 0, u64::MAX)
     }
 
     /// Destages the cached tracks of `vol` in `[first, last]`.
@@ -82,12 +81,17 @@ impl Inner {
         first: u64,
         last: u64,
     ) -> Result<usize, IoError> {
-        let tracks: Vec<u64> = vol
-            .cache
-            .lock()
-            .range(first..=last)
-            .map(|(t, _)| *t)
-            .collect();
+        // Tracks a batch elsewhere is still writing count too: destaging them waits for that
+        // batch on the stripe lock, then finds nothing left to do.
+        let tracks: Vec<u64> = {
+            let cache = vol.cache.lock();
+            let in_flight = vol.in_flight.lock();
+            let mut tracks: Vec<u64> = cache.range(first..=last).map(|(t, _)| *t).collect();
+            tracks.extend(in_flight.range(first..=last).copied());
+            tracks.sort_unstable();
+            tracks.dedup();
+            tracks
+        };
         self.destage_tracks(vol, links, &tracks)
     }
 
@@ -100,9 +104,14 @@ impl Inner {
         let _guards = self.locks.exclusive(tracks);
         let entries: Vec<(u64, PendingTrack)> = {
             let mut cache = vol.cache.lock();
+            let mut in_flight = vol.in_flight.lock();
             tracks
                 .iter()
-                .filter_map(|t| cache.remove(t).map(|p| (*t, p)))
+                .filter_map(|t| {
+                    let p = cache.remove(t)?;
+                    in_flight.insert(*t);
+                    Some((*t, p))
+                })
                 .collect()
         };
         if entries.is_empty() {
@@ -110,6 +119,12 @@ impl Inner {
         }
         let held: u64 = entries.iter().map(|(_, p)| p.bytes()).sum();
         let result = self.destage_entries(vol, links, &entries);
+        {
+            let mut in_flight = vol.in_flight.lock();
+            for (t, _) in &entries {
+                in_flight.remove(t);
+            }
+        }
         self.budget.release(held);
         result.map(|()| entries.len())
     }
@@ -139,7 +154,7 @@ impl Inner {
                             match copy_span(&*view, &*rel.target.file, start, end) {
                                 Ok(()) => {
                                     rel.bitmap.set(*track);
-                                    rel.unpersisted.lock().insert(*track);
+                                    rel.mark_unpersisted([*track]);
                                     touched.push(rel.clone());
                                 }
                                 Err(e) => self
@@ -173,7 +188,7 @@ impl Inner {
                     match filled_ok {
                         Ok(()) => {
                             rel.bitmap.set(*track);
-                            rel.unpersisted.lock().insert(*track);
+                            rel.mark_unpersisted([*track]);
                             touched.push(rel.clone());
                             filled.insert(*track);
                         }

@@ -156,10 +156,7 @@ impl Inner {
             return Err(IoError::Poisoned);
         }
         for (rel, pending, _) in snapshots {
-            let mut unpersisted = rel.unpersisted.lock();
-            for t in pending {
-                unpersisted.remove(&t);
-            }
+            rel.clear_unpersisted(&pending);
         }
         Ok(())
     }

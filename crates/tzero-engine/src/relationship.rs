@@ -104,6 +104,9 @@ pub(crate) struct Rel {
     pub inhibit: AtomicBool,
     /// Tracks whose bit is set in memory but not yet durable.
     pub unpersisted: Mutex<HashSet<u64>>,
+    /// `unpersisted.len()`, readable without the lock: the write path's fast check. Changed
+    /// only under the set's lock and the track's exclusive stripe.
+    unpersisted_len: std::sync::atomic::AtomicUsize,
     /// Serialises persisting this bitmap (snapshot → sync target → commit).
     pub persist_lock: Mutex<()>,
     pub record: Mutex<RelRecord>,
@@ -130,6 +133,7 @@ impl Rel {
             recording: AtomicBool::new(record.recording),
             inhibit: AtomicBool::new(record.target_inhibit),
             unpersisted: Mutex::new(HashSet::new()),
+            unpersisted_len: std::sync::atomic::AtomicUsize::new(0),
             persist_lock: Mutex::new(()),
             record: Mutex::new(record),
             withdrawn: AtomicBool::new(false),
@@ -143,7 +147,26 @@ impl Rel {
     }
 
     pub fn durably_copied(&self, track: u64) -> bool {
-        self.bitmap.get(track) && !self.unpersisted.lock().contains(&track)
+        self.bitmap.get(track)
+            && (self.unpersisted_len.load(Ordering::Acquire) == 0
+                || !self.unpersisted.lock().contains(&track))
+    }
+
+    /// Notes tracks whose bit was set in memory but is not durable yet. Callers hold the
+    /// tracks' stripes exclusively.
+    pub fn mark_unpersisted(&self, tracks: impl IntoIterator<Item = u64>) {
+        let mut set = self.unpersisted.lock();
+        set.extend(tracks);
+        self.unpersisted_len.store(set.len(), Ordering::Release);
+    }
+
+    /// Notes tracks whose bits are now durable.
+    pub fn clear_unpersisted(&self, tracks: &[u64]) {
+        let mut set = self.unpersisted.lock();
+        for t in tracks {
+            set.remove(t);
+        }
+        self.unpersisted_len.store(set.len(), Ordering::Release);
     }
 
     /// True when a write on `side` to `track` owes nothing to this relationship: the T0 data is

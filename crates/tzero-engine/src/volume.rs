@@ -87,6 +87,10 @@ pub(crate) struct Volume {
     pub links: RwLock<Links>,
     /// Pending writes by track (see [`crate::cache`]).
     pub cache: Mutex<BTreeMap<u64, PendingTrack>>,
+    /// Tracks whose cached writes a destage batch has taken but not yet written. A flush waits
+    /// for them too (by locking their stripes), or it could return before they are durable.
+    /// Locked after `cache`, never before.
+    pub in_flight: Mutex<std::collections::BTreeSet<u64>>,
     /// A destage that failed after the host was answered; the next flush reports it.
     pub write_error: Mutex<Option<std::io::Error>>,
     pub provisioning: Provisioning,
@@ -136,6 +140,7 @@ impl Volume {
             deleted: AtomicBool::new(false),
             links: RwLock::new(Links::default()),
             cache: Mutex::new(BTreeMap::new()),
+            in_flight: Mutex::new(std::collections::BTreeSet::new()),
             write_error: Mutex::new(None),
             provisioning: record.provisioning,
             pool,
