@@ -37,9 +37,9 @@ impl Inner {
         self.destage_both(&rel.source, &rel.target)?;
         self.clean_downstream(rel)?;
         let complete = rel.is_complete();
-        if complete {
-            rel.target.file.sync().map_err(FlashError::Storage)?;
-        }
+        // A complete copy must be durable before nothing routes around it any more; an
+        // incomplete one too, because the target's own targets read the tracks it did copy.
+        rel.target.file.sync().map_err(FlashError::Storage)?;
         let mut target_record = self.volume_record(&rel.target);
         target_record.contents_undefined = !complete;
         // The target's uncopied tracks change (to undefined) without a host write: relationships
@@ -123,16 +123,30 @@ impl Inner {
                 if rel.bitmap.get(t) {
                     continue; // C reads B's own file there, which stays.
                 }
-                let view = view_file(&rel.target, &target_links, t).map_err(|failed| {
-                    FlashError::Failed {
-                        src: rel.source.name.clone(),
-                        tgt: rel.target.name.clone(),
-                        reason: format!("{failed} failed"),
+                let view = match view_file(&rel.target, &target_links, t) {
+                    Ok(view) => view,
+                    Err(failed) => {
+                        self.fail_rel(
+                            &down,
+                            &format!("its source's view is lost: {failed} failed"),
+                        );
+                        break;
                     }
-                })?;
+                };
                 let start = g.track_start(t);
-                copy_span(&*view, &*down.target.file, start, start + g.track_len(t))
-                    .map_err(FlashError::Storage)?;
+                if let Err(e) = copy_span(&*view, &*down.target.file, start, start + g.track_len(t))
+                {
+                    // The downstream target cannot take its data (full pool, I/O error): that
+                    // relationship fails, the withdraw goes on.
+                    self.fail_rel(
+                        &down,
+                        &format!(
+                            "cleaning before {}:{} was withdrawn failed: {e}",
+                            rel.source.name, rel.target.name
+                        ),
+                    );
+                    break;
+                }
                 down.bitmap.set(t);
                 down.mark_unpersisted([t]);
                 since_persist += 1;
@@ -603,20 +617,23 @@ impl Engine {
     /// `rmflash --cp`: turns on the background copy and ends the relationship when it completes
     /// (even a persistent one).
     pub fn withdraw_after_copy(&self, source: &str, target: &str) -> Result<FlashInfo, FlashError> {
-        let info = self.update_record(source, target, |r| {
-            r.background_copy = true;
-            r.withdraw_on_complete = true;
-            Ok(())
-        })?;
-        // A copy that is already complete ends now.
+        let inner = &self.inner;
+        let _admin = inner.admin.lock();
         let rel = self.find_rel(source, target)?;
+        let mut record = rel.record.lock().clone();
+        record.background_copy = true;
+        record.withdraw_on_complete = true;
+        inner.commit_record(&record, "updating a relationship")?;
+        *rel.record.lock() = record;
+        let info = rel.info();
+        // A copy that is already complete ends now; otherwise the copier ends it.
         if rel.bitmap.is_full() {
-            self.inner
+            inner
                 .persist(std::slice::from_ref(&rel))
                 .map_err(io_to_flash)?;
-            let _admin = self.inner.admin.lock();
-            self.inner.remove_rel(&rel)?;
+            inner.remove_rel(&rel)?;
         }
+        inner.kick();
         Ok(info)
     }
 

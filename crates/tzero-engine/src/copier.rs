@@ -87,8 +87,18 @@ impl Inner {
             }
         };
         let full = rel.bitmap.is_full();
-        if full || rel.unpersisted.lock().len() >= PERSIST_EVERY_TRACKS {
+        let unpersisted = rel.unpersisted_len();
+        // With a persister thread the copy goes on while the last batch of bits is synced and
+        // committed; it waits only when far ahead. Without one (tests), persist inline.
+        let inline_limit = if self.has_persister {
+            4 * PERSIST_EVERY_TRACKS
+        } else {
+            PERSIST_EVERY_TRACKS
+        };
+        if full || unpersisted >= inline_limit {
             self.persist(std::slice::from_ref(rel))?;
+        } else if unpersisted >= PERSIST_EVERY_TRACKS {
+            self.kick_persister();
         }
         if full {
             self.complete(rel)?;
@@ -122,7 +132,6 @@ impl Inner {
     /// The copier thread: serves COPY relationships round robin until shutdown.
     pub(crate) fn copier_loop(self: &Arc<Self>) {
         let mut next_rel = 0u64;
-        let mut last_persist = Instant::now();
         while !self.stopping.load(Ordering::Acquire) {
             let rel = self.next_copy_rel(next_rel);
             let Some(rel) = rel else {
@@ -149,12 +158,6 @@ impl Inner {
                 }
             };
             let took = began.elapsed();
-            if last_persist.elapsed() > Duration::from_secs(1) {
-                if let Err(e) = self.persist(std::slice::from_ref(&rel)) {
-                    tracing::error!(error = %e, "persisting background copy bits failed");
-                }
-                last_persist = Instant::now();
-            }
             let mut pause = Duration::ZERO;
             if self.host_ops.load(Ordering::Relaxed) != host_ops_before {
                 pause = took;
@@ -165,6 +168,47 @@ impl Inner {
             }
             self.sleep_unless_stopping(pause);
         }
+    }
+
+    /// The persister thread: makes background-copy bits durable off the copy path, as soon as
+    /// [`PERSIST_EVERY_TRACKS`] accumulate on a relationship, and at least every second.
+    pub(crate) fn persister_loop(self: &Arc<Self>) {
+        let mut last_full_pass = Instant::now();
+        while !self.stopping.load(Ordering::Acquire) {
+            {
+                let mut kicked = self.persist_kick.lock();
+                if !*kicked {
+                    self.persist_cv
+                        .wait_for(&mut kicked, Duration::from_millis(200));
+                }
+                *kicked = false;
+            }
+            let every = last_full_pass.elapsed() >= Duration::from_secs(1);
+            let due: Vec<Arc<Rel>> = self
+                .registry
+                .read()
+                .rels
+                .values()
+                .filter(|r| {
+                    let n = r.unpersisted_len();
+                    n >= PERSIST_EVERY_TRACKS || (every && n > 0)
+                })
+                .cloned()
+                .collect();
+            if every {
+                last_full_pass = Instant::now();
+            }
+            if !due.is_empty() {
+                if let Err(e) = self.persist(&due) {
+                    tracing::error!(error = %e, "persisting background copy bits failed");
+                }
+            }
+        }
+    }
+
+    pub(crate) fn kick_persister(&self) {
+        *self.persist_kick.lock() = true;
+        self.persist_cv.notify_one();
     }
 
     /// Sleeps in short slices so shutdown is never held up by a slow copy rate.
@@ -181,8 +225,14 @@ impl Inner {
 
     fn next_copy_rel(&self, from_id: u64) -> Option<Arc<Rel>> {
         let registry = self.registry.read();
-        let wants =
-            |r: &&Arc<Rel>| r.is_live() && r.record.lock().background_copy && !r.bitmap.is_full();
+        // A relationship with tracks to copy, or one whose copy is complete but which has not
+        // ended or been marked copied yet (a reverse with nothing to restore starts that way).
+        let wants = |r: &&Arc<Rel>| {
+            let record = r.record.lock();
+            r.is_live()
+                && record.background_copy
+                && (!r.bitmap.is_full() || record.state == crate::catalog::RelState::Active)
+        };
         registry
             .rels
             .range(from_id..)

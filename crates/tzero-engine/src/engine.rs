@@ -68,6 +68,10 @@ pub(crate) struct Inner {
     pub host_ops: AtomicU64,
     work: Mutex<bool>,
     work_cv: Condvar,
+    /// True when a persister thread makes background-copy bits durable.
+    pub has_persister: bool,
+    pub persist_kick: Mutex<bool>,
+    pub persist_cv: Condvar,
 }
 
 /// The FlashCopy engine. Cheap to clone; all clones share one engine.
@@ -199,8 +203,8 @@ impl Inner {
                 if r.state != RelState::Active {
                     return Ok(());
                 }
+                // DateSynced stays the last establish or resync, as on the DS8000.
                 r.state = RelState::Copied;
-                r.synced_ms = now_ms();
                 r.clone()
             };
             let committed = self.catalog.change().and_then(|mut c| {
@@ -406,11 +410,24 @@ impl Engine {
             host_ops: AtomicU64::new(0),
             work: Mutex::new(false),
             work_cv: Condvar::new(),
+            has_persister: config.background,
+            persist_kick: Mutex::new(false),
+            persist_cv: Condvar::new(),
         });
         let mut threads = Vec::new();
         if config.background {
             let d = inner.clone();
             let c = inner.clone();
+            let p = inner.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name("tzero-persister".into())
+                    .spawn(move || p.persister_loop())
+                    .map_err(|source| OpenError::DataDir {
+                        path: "persister thread".into(),
+                        source,
+                    })?,
+            );
             threads.push(
                 std::thread::Builder::new()
                     .name("tzero-destager".into())
@@ -793,6 +810,7 @@ impl Engine {
     pub fn shutdown(&self) -> Result<(), IoError> {
         self.inner.stopping.store(true, Ordering::Release);
         self.inner.kick();
+        self.inner.kick_persister();
         for t in self.threads.lock().drain(..) {
             let _ = t.join();
         }
@@ -841,6 +859,7 @@ impl Drop for Engine {
         if Arc::strong_count(&self.threads) == 1 {
             self.inner.stopping.store(true, Ordering::Release);
             self.inner.kick();
+            self.inner.kick_persister();
             for t in self.threads.lock().drain(..) {
                 let _ = t.join();
             }

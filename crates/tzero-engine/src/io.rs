@@ -227,7 +227,7 @@ impl VolumeHandle {
             let alone = vol.links.read().is_empty() && vol.cache.lock().is_empty();
             if alone {
                 vol.file
-                    .punch_hole(offset, len)
+                    .discard(offset, len)
                     .map_err(|e| map_write_err(&vol.name, e))?;
             }
             alone

@@ -160,6 +160,10 @@ impl Rel {
         self.unpersisted_len.store(set.len(), Ordering::Release);
     }
 
+    pub fn unpersisted_len(&self) -> usize {
+        self.unpersisted_len.load(Ordering::Acquire)
+    }
+
     /// Notes tracks whose bits are now durable.
     pub fn clear_unpersisted(&self, tracks: &[u64]) {
         let mut set = self.unpersisted.lock();

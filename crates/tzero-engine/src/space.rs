@@ -4,7 +4,7 @@
 //! its file is fully allocated (`fallocate`); holes are never punched into it, ranges are zeroed
 //! in place instead. A space-efficient volume takes pool space one track at a time, the first
 //! time anything (a host write, a copy-on-write, the background copy) puts data in the track,
-//! and gives it back when a whole track is punched out. When the pool is full the write fails
+//! and gives it back when a host discards (trims) a whole track. When the pool is full the write fails
 //! with ENOSPC: a host gets ENOSPC, and a relationship whose target needed the space fails.
 //!
 //! Both behaviours are [`BlockFile`] wrappers, so the engine's I/O paths stay the same for
@@ -181,8 +181,11 @@ impl BlockFile for ThinFile {
         self.inner.set_len(len)
     }
     fn punch_hole(&self, offset: u64, len: u64) -> io::Result<()> {
+        self.inner.punch_hole(offset, len)
+    }
+    fn discard(&self, offset: u64, len: u64) -> io::Result<()> {
         self.inner.punch_hole(offset, len)?;
-        // Whole tracks punched out give their space back.
+        // Whole tracks discarded give their space back.
         let ts = self.geometry.track_size;
         let first = offset.div_ceil(ts);
         let end = (offset + len) / ts;

@@ -25,7 +25,9 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use tzero_engine::{Engine, FlashError, FlashOptions, VolumeError};
 
-use crate::api_types::{CreateVolume, ErrorBody, ErrorDetail, Establish, Flash, SetRate, Volume};
+use crate::api_types::{
+    CreateVolume, ErrorBody, ErrorDetail, Establish, Flash, Resync, Reverse, SetRate, Volume,
+};
 
 /// The API without authentication, for the unix socket.
 pub fn router(engine: Engine) -> Router {
@@ -39,6 +41,8 @@ pub fn router(engine: Engine) -> Router {
         )
         .route("/v1/flash/{source}/{target}/copy", post(start_copy))
         .route("/v1/flash/{source}/{target}/rate", put(set_rate))
+        .route("/v1/flash/{source}/{target}/resync", post(resync))
+        .route("/v1/flash/{source}/{target}/reverse", post(reverse))
         .route("/v1/openapi.json", get(openapi))
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -128,7 +132,10 @@ pub fn flash_error(e: &FlashError) -> (StatusCode, &'static str) {
         FlashError::Mismatch { .. } => (StatusCode::BAD_REQUEST, "volume_mismatch"),
         FlashError::TargetHasSource { .. } => (StatusCode::CONFLICT, "target_has_source"),
         FlashError::TooManyTargets(..) => (StatusCode::CONFLICT, "too_many_targets"),
-        FlashError::Unsupported(_) => (StatusCode::BAD_REQUEST, "unsupported"),
+        // The engine's refusals of a topology or state: a cycle, a volume
+        // whose own targets still read through it, a resync without change
+        // recording, a reverse before the copy completes. The message says which.
+        FlashError::Unsupported(_) => (StatusCode::CONFLICT, "flash_refused"),
         FlashError::AlreadyCopy(..) => (StatusCode::CONFLICT, "already_copy"),
         FlashError::Failed { .. } => (StatusCode::CONFLICT, "relationship_failed"),
         FlashError::Storage(_) => (StatusCode::INTERNAL_SERVER_ERROR, "storage_error"),
@@ -319,10 +326,11 @@ async fn establish(
         background_copy: req.background_copy,
         persistent: req.persistent,
         copy_rate: req.copy_rate,
+        recording: req.recording,
         ..FlashOptions::default()
     };
     let info = blocking(move || engine.establish(&req.source, &req.target, opts)).await?;
-    tracing::info!(source = %info.source, target = %info.target, background_copy = info.background_copy, "FlashCopy established");
+    tracing::info!(source = %info.source, target = %info.target, background_copy = info.background_copy, recording = info.recording, "FlashCopy established");
     Ok((StatusCode::CREATED, Json(info.into())))
 }
 
@@ -335,15 +343,63 @@ async fn get_flash(
     Ok(Json(info.into()))
 }
 
+/// Query of `DELETE /v1/flash/{source}/{target}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WithdrawQuery {
+    /// Withdraw when the background copy completes (DSCLI `rmflash -cp`)
+    /// instead of now.
+    #[serde(default)]
+    cp: bool,
+}
+
 async fn withdraw(
     State(engine): State<Engine>,
     pair: Result<Path<(String, String)>, PathRejection>,
-) -> ApiResult<StatusCode> {
+    query: Result<Query<WithdrawQuery>, QueryRejection>,
+) -> ApiResult<Response> {
     let Path((source, target)) = pair?;
+    let Query(q) = query?;
     let id = format!("{source}:{target}");
+    if q.cp {
+        let info = blocking(move || engine.withdraw_after_copy(&source, &target)).await?;
+        tracing::info!(relationship = %id, "FlashCopy withdrawal after copy requested");
+        return Ok((StatusCode::ACCEPTED, Json(Flash::from(info))).into_response());
+    }
     blocking(move || engine.withdraw(&source, &target)).await?;
     tracing::info!(relationship = %id, "FlashCopy withdrawn");
-    Ok(StatusCode::NO_CONTENT)
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn resync(
+    State(engine): State<Engine>,
+    pair: Result<Path<(String, String)>, PathRejection>,
+    body: Result<Option<Json<Resync>>, JsonRejection>,
+) -> ApiResult<Json<Flash>> {
+    let Path((source, target)) = pair?;
+    let req = body?.map(|Json(r)| r).unwrap_or_default();
+    let opts = FlashOptions {
+        background_copy: req.background_copy.unwrap_or(false),
+        persistent: req.persistent,
+        copy_rate: 0, // the engine keeps the relationship's own rate
+        recording: req.recording,
+        ..FlashOptions::default()
+    };
+    let info = blocking(move || engine.resync(&source, &target, opts)).await?;
+    tracing::info!(source = %info.source, target = %info.target, recopy = info.out_of_sync_tracks, "FlashCopy resynced");
+    Ok(Json(info.into()))
+}
+
+async fn reverse(
+    State(engine): State<Engine>,
+    pair: Result<Path<(String, String)>, PathRejection>,
+    body: Result<Option<Json<Reverse>>, JsonRejection>,
+) -> ApiResult<Json<Flash>> {
+    let Path((source, target)) = pair?;
+    let req = body?.map(|Json(r)| r).unwrap_or_default();
+    let info = blocking(move || engine.reverse(&source, &target, req.fast)).await?;
+    tracing::info!(source = %info.source, target = %info.target, fast = req.fast, restore = info.out_of_sync_tracks, "FlashCopy reversed");
+    Ok(Json(info.into()))
 }
 
 async fn start_copy(
@@ -397,7 +453,7 @@ pub fn openapi_document() -> serde_json::Value {
                         "code": {"type": "string", "description": "stable snake_case code", "enum": [
                             "volume_not_found", "volume_exists", "invalid_name", "invalid_capacity", "invalid_track_size",
                             "volume_in_use", "relationship_not_found", "same_volume", "volume_mismatch", "target_has_source",
-                            "too_many_targets", "unsupported", "already_copy", "relationship_failed", "storage_error",
+                            "too_many_targets", "flash_refused", "already_copy", "relationship_failed", "storage_error",
                             "catalog_error", "engine_poisoned", "internal_error", "malformed_json", "unsupported_media_type",
                             "invalid_body", "invalid_path", "invalid_query", "unauthorized", "route_not_found", "method_not_allowed"]},
                         "message": {"type": "string"}}}}
@@ -426,7 +482,7 @@ pub fn openapi_document() -> serde_json::Value {
                 },
                 "Flash": {
                     "type": "object",
-                    "required": ["id", "source", "target", "background_copy", "persistent", "copy_rate", "state", "out_of_sync_tracks", "total_tracks", "track_size", "created_ms", "synced_ms", "failure"],
+                    "required": ["id", "source", "target", "background_copy", "persistent", "copy_rate", "state", "out_of_sync_tracks", "total_tracks", "track_size", "created_ms", "synced_ms", "failure", "recording", "changed_tracks", "withdraw_pending"],
                     "properties": {
                         "id": {"type": "integer", "format": "int64"},
                         "source": {"type": "string"},
@@ -440,7 +496,10 @@ pub fn openapi_document() -> serde_json::Value {
                         "track_size": {"type": "integer", "format": "int64"},
                         "created_ms": {"type": "integer", "format": "int64"},
                         "synced_ms": {"type": "integer", "format": "int64"},
-                        "failure": {"type": "string", "nullable": true}
+                        "failure": {"type": "string", "nullable": true},
+                        "recording": {"type": "boolean", "description": "change recording (incremental FlashCopy)"},
+                        "changed_tracks": {"type": "integer", "format": "int64", "description": "tracks changed on either volume since T0 (what a resync copies again); 0 without recording"},
+                        "withdraw_pending": {"type": "boolean", "description": "the relationship ends when its background copy completes (DELETE ?cp=true)"}
                     }
                 },
                 "Establish": {
@@ -450,7 +509,22 @@ pub fn openapi_document() -> serde_json::Value {
                         "target": {"type": "string"},
                         "background_copy": {"type": "boolean", "default": true},
                         "persistent": {"type": "boolean", "default": false},
-                        "copy_rate": {"type": "integer", "format": "int64", "default": 0, "description": "bytes per second, 0 = unlimited"}
+                        "copy_rate": {"type": "integer", "format": "int64", "default": 0, "description": "bytes per second, 0 = unlimited"},
+                        "recording": {"type": "boolean", "default": false, "description": "record changes on both volumes, for resync and reverse (DSCLI -record; use with persistent)"}
+                    }
+                },
+                "Resync": {
+                    "type": "object", "additionalProperties": false,
+                    "properties": {
+                        "recording": {"type": "boolean", "default": true, "description": "keep recording changes after the resync"},
+                        "persistent": {"type": "boolean", "default": true},
+                        "background_copy": {"type": "boolean", "description": "true turns the background copy on; absent or false keeps the relationship's setting"}
+                    }
+                },
+                "Reverse": {
+                    "type": "object", "additionalProperties": false,
+                    "properties": {
+                        "fast": {"type": "boolean", "default": false, "description": "fast reverse restore: allowed before the background copy completes; the old target's contents are then undefined"}
                     }
                 },
                 "SetRate": {
@@ -500,10 +574,10 @@ pub fn openapi_document() -> serde_json::Value {
                     "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Establish"}}}},
                     "responses": {
                         "201": flash_ok("established"),
-                        "400": err("same_volume, volume_mismatch, unsupported or malformed JSON"),
+                        "400": err("same_volume, volume_mismatch or malformed JSON"),
                         "401": err("missing or wrong token"),
                         "404": err("volume_not_found"),
-                        "409": err("target_has_source, too_many_targets"),
+                        "409": err("target_has_source, too_many_targets, flash_refused (a cycle, or the target's own targets still read through it)"),
                         "415": err("body is not application/json"),
                         "422": err("body does not match the schema"),
                         "500": err("storage or catalog failure")}}
@@ -514,8 +588,13 @@ pub fn openapi_document() -> serde_json::Value {
                     "200": flash_ok("the relationship"),
                     "401": err("missing or wrong token"),
                     "404": err("relationship_not_found")}},
-                "delete": {"summary": "Withdraw a relationship (rmflash)", "operationId": "withdraw", "responses": {
+                "delete": {"summary": "Withdraw a relationship (rmflash); with cp=true, when its background copy completes (rmflash -cp)", "operationId": "withdraw",
+                    "description": "Without cp, an incomplete copy leaves the target's contents undefined (Volume.contents_undefined).",
+                    "parameters": [{"name": "cp", "in": "query", "required": false, "schema": {"type": "boolean", "default": false}, "description": "turn the background copy on and withdraw when it completes"}],
+                    "responses": {
+                    "202": flash_ok("cp=true: the relationship, withdraw_pending set; it ends when the copy completes (at once if it already has)"),
                     "204": {"description": "withdrawn"},
+                    "400": err("invalid query"),
                     "401": err("missing or wrong token"),
                     "404": err("relationship_not_found"),
                     "500": err("storage or catalog failure")}}
@@ -538,6 +617,32 @@ pub fn openapi_document() -> serde_json::Value {
                         "400": err("malformed JSON"),
                         "401": err("missing or wrong token"),
                         "404": err("relationship_not_found"),
+                        "422": err("body does not match the schema"),
+                        "500": err("storage or catalog failure")}}
+            },
+            "/v1/flash/{source}/{target}/resync": {
+                "parameters": pair_params,
+                "post": {"summary": "Incremental resync: a new T0, copying only the tracks changed on either volume (resyncflash -record -persist)", "operationId": "resync",
+                    "requestBody": {"required": false, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Resync"}}}},
+                    "responses": {
+                        "200": flash_ok("resynced; out_of_sync_tracks is what will be copied again"),
+                        "400": err("malformed JSON"),
+                        "401": err("missing or wrong token"),
+                        "404": err("relationship_not_found"),
+                        "409": err("flash_refused (no change recording, or the target's own targets still read through it), relationship_failed"),
+                        "422": err("body does not match the schema"),
+                        "500": err("storage or catalog failure")}}
+            },
+            "/v1/flash/{source}/{target}/reverse": {
+                "parameters": pair_params,
+                "post": {"summary": "Reverse restore: the source gets the target's point-in-time data (reverseflash); the relationship becomes {target}:{source}", "operationId": "reverse",
+                    "requestBody": {"required": false, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Reverse"}}}},
+                    "responses": {
+                        "200": flash_ok("the reversed relationship, {target}:{source}"),
+                        "400": err("malformed JSON"),
+                        "401": err("missing or wrong token"),
+                        "404": err("relationship_not_found"),
+                        "409": err("flash_refused (copy incomplete without fast, or a cascade would change a point in time), relationship_failed"),
                         "422": err("body does not match the schema"),
                         "500": err("storage or catalog failure")}}
             },
@@ -578,6 +683,8 @@ mod tests {
         assert_eq!((s, c), (StatusCode::CONFLICT, "target_has_source"));
         let (s, c) = flash_error(&FlashError::Storage(std::io::Error::other("disk on fire")));
         assert_eq!((s, c), (StatusCode::INTERNAL_SERVER_ERROR, "storage_error"));
+        let (s, c) = flash_error(&FlashError::Unsupported("a cycle".into()));
+        assert_eq!((s, c), (StatusCode::CONFLICT, "flash_refused"));
         let msg =
             ApiError::from(FlashError::Storage(std::io::Error::other("disk on fire"))).message;
         assert!(msg.ends_with(": disk on fire"), "{msg}");
@@ -587,7 +694,7 @@ mod tests {
     fn openapi_lists_every_route() {
         let doc = openapi_document();
         let paths = doc["paths"].as_object().map(|p| p.len()).unwrap_or(0);
-        assert_eq!(paths, 7);
+        assert_eq!(paths, 9);
         assert_eq!(doc["openapi"], "3.0.3");
     }
 }

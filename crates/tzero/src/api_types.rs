@@ -117,6 +117,16 @@ pub struct Flash {
     pub synced_ms: u64,
     #[serde(default)]
     pub failure: Option<String>,
+    /// Change recording (incremental FlashCopy, DSCLI `-record`).
+    #[serde(default)]
+    pub recording: bool,
+    /// Tracks changed on either volume since T0: what a resync copies
+    /// again. 0 when the relationship does not record changes.
+    #[serde(default)]
+    pub changed_tracks: u64,
+    /// `rmflash --cp` is waiting for the background copy to complete.
+    #[serde(default)]
+    pub withdraw_pending: bool,
 }
 
 impl From<tzero_engine::FlashInfo> for Flash {
@@ -135,6 +145,9 @@ impl From<tzero_engine::FlashInfo> for Flash {
             created_ms: f.created_ms,
             synced_ms: f.synced_ms,
             failure: f.failure,
+            recording: f.recording,
+            changed_tracks: f.changed_tracks,
+            withdraw_pending: f.withdraw_pending,
         }
     }
 }
@@ -154,6 +167,51 @@ pub struct Establish {
     /// Bytes per second, 0 = unlimited.
     #[serde(default)]
     pub copy_rate: u64,
+    /// Record changes on both volumes so the pair can later be resynced
+    /// incrementally or reversed (`-record`; DSCLI wants `-persist` too).
+    #[serde(default)]
+    pub recording: bool,
+}
+
+/// `POST /v1/flash/{source}/{target}/resync`: a new T0 for a recording
+/// relationship, copying only the tracks changed since the last one
+/// (DSCLI `resyncflash -record -persist`). Every field has a default, and
+/// the body may be left out.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Resync {
+    /// Keep recording changes after the resync (false ends recording).
+    #[serde(default = "default_true")]
+    pub recording: bool,
+    /// Keep the relationship after the copy completes.
+    #[serde(default = "default_true")]
+    pub persistent: bool,
+    /// True turns the background copy on; absent or false keeps the
+    /// relationship's own setting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub background_copy: Option<bool>,
+}
+
+impl Default for Resync {
+    fn default() -> Self {
+        Resync {
+            recording: true,
+            persistent: true,
+            background_copy: None,
+        }
+    }
+}
+
+/// `POST /v1/flash/{source}/{target}/reverse`: restore the source from the
+/// target's point-in-time data (DSCLI `reverseflash`); the relationship is
+/// then `{target}:{source}`. The body may be left out.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reverse {
+    /// Fast reverse restore: allowed before the background copy completes;
+    /// the old target's contents are then undefined.
+    #[serde(default)]
+    pub fast: bool,
 }
 
 fn default_true() -> bool {

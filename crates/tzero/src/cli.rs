@@ -14,7 +14,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::api_types::{CreateVolume, Establish, Flash, FlashState, Volume};
+use crate::api_types::{CreateVolume, Establish, Flash, FlashState, Resync, Reverse, Volume};
 use crate::client::{parse_api_addr, Client, ClientError, Endpoint};
 use crate::output::{flash_table, print_json, volume_table};
 use crate::units::{format_size, parse_size};
@@ -86,13 +86,20 @@ pub enum Command {
     Mkflash(MkflashArgs),
     /// List FlashCopy relationships.
     Lsflash(LsflashArgs),
-    /// Withdraw FlashCopy relationships.
-    Rmflash(PairsArgs),
+    /// Withdraw FlashCopy relationships, now or (--cp) when their
+    /// background copy completes.
+    Rmflash(RmflashArgs),
     /// Change a FlashCopy relationship: `--cp` starts the background copy of
     /// a NOCOPY relationship.
     Chflash(ChflashArgs),
     /// Set the background copy rate of FlashCopy relationships.
     Setflashrate(SetflashrateArgs),
+    /// Incremental FlashCopy: a new T0 for relationships made with
+    /// --record, copying only the tracks changed on either volume since.
+    Resyncflash(ResyncflashArgs),
+    /// Reverse restore: the source gets the target's point-in-time data
+    /// back; the relationship is then TGT:SRC.
+    Reverseflash(ReverseflashArgs),
 }
 
 #[derive(Debug, Args)]
@@ -149,10 +156,55 @@ pub struct MkflashArgs {
     /// Background copy rate limit in bytes per second (e.g. 64MiB); 0 = unlimited.
     #[arg(long, value_name = "BYTES_PER_S", value_parser = size, default_value = "0")]
     pub rate: u64,
+    /// Record changes on both volumes so the pair can be resynced
+    /// (resyncflash) or reversed incrementally; needs --persist, as in DSCLI.
+    #[arg(long)]
+    pub record: bool,
     /// Wait until the background copy completes, showing progress on a terminal.
     #[arg(long)]
     pub wait: bool,
     /// Relationships as SOURCE:TARGET.
+    #[arg(required = true, value_name = "SRC:TGT", value_parser = pair)]
+    pub pairs: Vec<Pair>,
+}
+
+#[derive(Debug, Args)]
+pub struct RmflashArgs {
+    /// Turn the background copy on and withdraw each relationship when its
+    /// copy completes, so the target is left a full point-in-time copy.
+    /// Without it an incomplete copy leaves the target's contents undefined.
+    #[arg(long)]
+    pub cp: bool,
+    #[arg(required = true, value_name = "SRC:TGT", value_parser = pair)]
+    pub pairs: Vec<Pair>,
+}
+
+#[derive(Debug, Args)]
+pub struct ResyncflashArgs {
+    /// Keep recording changes (required, as in DSCLI: without it the next
+    /// resync would have to copy everything).
+    #[arg(long, required = true)]
+    pub record: bool,
+    /// Keep the relationship after the copy completes (required with --record).
+    #[arg(long, required = true)]
+    pub persist: bool,
+    /// Wait until the changed tracks are copied.
+    #[arg(long)]
+    pub wait: bool,
+    #[arg(required = true, value_name = "SRC:TGT", value_parser = pair)]
+    pub pairs: Vec<Pair>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReverseflashArgs {
+    /// Fast reverse restore: allowed before the background copy completes;
+    /// the target's contents are then undefined.
+    #[arg(long)]
+    pub fast: bool,
+    /// Wait until the source is fully restored.
+    #[arg(long)]
+    pub wait: bool,
+    /// Relationships to reverse, as SOURCE:TARGET (they become TARGET:SOURCE).
     #[arg(required = true, value_name = "SRC:TGT", value_parser = pair)]
     pub pairs: Vec<Pair>,
 }
@@ -164,12 +216,6 @@ pub struct LsflashArgs {
     pub long: bool,
     /// Only these relationships.
     #[arg(value_name = "SRC:TGT", value_parser = pair)]
-    pub pairs: Vec<Pair>,
-}
-
-#[derive(Debug, Args)]
-pub struct PairsArgs {
-    #[arg(required = true, value_name = "SRC:TGT", value_parser = pair)]
     pub pairs: Vec<Pair>,
 }
 
@@ -232,6 +278,28 @@ fn api_addr(s: &str) -> Result<String, String> {
     parse_api_addr(s).map_err(|e| e.to_string())
 }
 
+/// Parses the process's command line, including the checks between flags
+/// that clap cannot express (see [`Cli::check`]).
+pub fn parse() -> Result<Cli, clap::Error> {
+    Cli::try_parse()?.check()
+}
+
+impl Cli {
+    /// Cross-flag rules, reported as usage errors before any request.
+    pub fn check(self) -> Result<Cli, clap::Error> {
+        use clap::CommandFactory;
+        if let Command::Mkflash(a) = &self.command {
+            if a.record && !a.persist {
+                return Err(Cli::command().error(
+                    clap::error::ErrorKind::MissingRequiredArgument,
+                    "mkflash --record needs --persist (change recording is kept only by a persistent relationship)",
+                ));
+            }
+        }
+        Ok(self)
+    }
+}
+
 /// Prints a clap error as one `tzero: error:` line (help and version print
 /// normally) and returns its exit code.
 pub fn usage_error(e: clap::Error) -> ExitCode {
@@ -245,7 +313,19 @@ pub fn usage_error(e: clap::Error) -> ExitCode {
         }
         _ => {
             let rendered = e.render().to_string();
-            let line = rendered.lines().next().unwrap_or("invalid usage");
+            // The first paragraph, on one line: clap lists missing
+            // arguments on indented lines after "...not provided:".
+            let line = rendered
+                .lines()
+                .take_while(|l| !l.trim().is_empty())
+                .map(str::trim)
+                .collect::<Vec<_>>()
+                .join(" ");
+            let line = if line.is_empty() {
+                "invalid usage"
+            } else {
+                &line
+            };
             let line = line.strip_prefix("error: ").unwrap_or(line);
             eprintln!("tzero: error: {line} (see 'tzero --help')");
             ExitCode::from(2)
@@ -419,10 +499,16 @@ async fn run_client(client: &Client, command: Command, json: bool) -> anyhow::Re
                     background_copy: !a.nocp,
                     persistent: a.persist,
                     copy_rate: a.rate,
+                    recording: a.record,
                 };
                 if let Some(f) = batch.record(client.establish(&req).await) {
                     if !json {
-                        outln!("mkflash: FlashCopy pair {p} established");
+                        let how = if f.recording {
+                            " with change recording"
+                        } else {
+                            ""
+                        };
+                        outln!("mkflash: FlashCopy pair {p} established{how}");
                     }
                     made.push(f);
                 }
@@ -456,6 +542,28 @@ async fn run_client(client: &Client, command: Command, json: bool) -> anyhow::Re
                 )?;
             }
         }
+        Command::Rmflash(a) if a.cp => {
+            let mut pending = Vec::new();
+            for p in &a.pairs {
+                let r = client.withdraw_after_copy(&p.source, &p.target).await;
+                if let Some(f) = batch.record(r) {
+                    if !json {
+                        if f.state == FlashState::Copied {
+                            outln!("rmflash: FlashCopy pair {p} withdrawn (its copy was complete)");
+                        } else {
+                            outln!(
+                                "rmflash: FlashCopy pair {p} will be withdrawn when its background copy completes ({} tracks to go)",
+                                f.out_of_sync_tracks
+                            );
+                        }
+                    }
+                    pending.push(f);
+                }
+            }
+            if json {
+                print_json(&pending)?;
+            }
+        }
         Command::Rmflash(a) => {
             let mut gone = Vec::new();
             for p in &a.pairs {
@@ -466,11 +574,75 @@ async fn run_client(client: &Client, command: Command, json: bool) -> anyhow::Re
                     if !json {
                         outln!("rmflash: FlashCopy pair {p} withdrawn");
                     }
-                    gone.push(serde_json::json!({ "source": p.source, "target": p.target }));
+                    // The daemon marks a target whose copy was cut short;
+                    // say so, since its data is now a mix of T0 and older.
+                    let undefined = client
+                        .volume(&p.target)
+                        .await
+                        .is_ok_and(|v| v.contents_undefined);
+                    if undefined {
+                        eprintln!(
+                            "tzero: warning: the copy of {p} was incomplete: the contents of {} are now undefined",
+                            p.target
+                        );
+                    }
+                    gone.push(serde_json::json!({
+                        "source": p.source,
+                        "target": p.target,
+                        "contents_undefined": undefined,
+                    }));
                 }
             }
             if json {
                 print_json(&gone)?;
+            }
+        }
+        Command::Resyncflash(a) => {
+            let req = Resync {
+                recording: a.record,
+                persistent: a.persist,
+                background_copy: None,
+            };
+            let mut done = Vec::new();
+            for p in &a.pairs {
+                if let Some(f) = batch.record(client.resync(&p.source, &p.target, &req).await) {
+                    if !json {
+                        outln!(
+                            "resyncflash: FlashCopy pair {p} resynced ({} changed tracks to copy)",
+                            f.out_of_sync_tracks
+                        );
+                    }
+                    done.push(f);
+                }
+            }
+            if a.wait && !done.is_empty() {
+                wait_for_copies(client, &done, json).await?;
+            }
+            if json {
+                print_json(&done)?;
+            }
+        }
+        Command::Reverseflash(a) => {
+            let req = Reverse { fast: a.fast };
+            let mut done = Vec::new();
+            for p in &a.pairs {
+                if let Some(f) = batch.record(client.reverse(&p.source, &p.target, &req).await) {
+                    if !json {
+                        outln!(
+                            "reverseflash: FlashCopy pair {p} reversed: it is now {}:{} ({} tracks to restore)",
+                            f.source,
+                            f.target,
+                            f.out_of_sync_tracks
+                        );
+                    }
+                    done.push(f);
+                }
+            }
+            if a.wait && !done.is_empty() {
+                wait_for_copies(client, &done, json).await?;
+            }
+            if json {
+                print_json(&done)?;
             }
         }
         Command::Chflash(a) => {
@@ -657,8 +829,40 @@ mod tests {
             &["rmflash", "a:"],
             &["lsfbvol", "--api", "https://x:1"],
             &["chflash", "a:b"],
+            &["resyncflash", "a:b"],
+            &["resyncflash", "--record", "a:b"],
+            &["reverseflash"],
+            &["rmflash", "--cp"],
         ] {
             assert!(parse(args).is_err(), "{args:?}");
+        }
+        // Checked after parsing: --record needs --persist.
+        let c = parse(&["mkflash", "--record", "a:b"]).map_err(|e| e.to_string());
+        assert!(c.expect("parses").check().is_err());
+        let c = parse(&["mkflash", "--record", "--persist", "a:b"]);
+        let c = c.map_err(|e| e.to_string()).expect("parses");
+        assert!(c.check().is_ok());
+    }
+
+    #[test]
+    fn new_verbs_parse() {
+        let c = parse(&["reverseflash", "--fast", "--wait", "a:b", "c:d"]);
+        match c.map_err(|e| e.to_string()).expect("parses").command {
+            Command::Reverseflash(a) => {
+                assert!(a.fast && a.wait);
+                assert_eq!(a.pairs.len(), 2);
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+        let c = parse(&["resyncflash", "--record", "--persist", "a:b"]);
+        match c.map_err(|e| e.to_string()).expect("parses").command {
+            Command::Resyncflash(a) => assert!(a.record && a.persist && !a.wait),
+            other => panic!("parsed as {other:?}"),
+        }
+        let c = parse(&["rmflash", "--cp", "a:b"]);
+        match c.map_err(|e| e.to_string()).expect("parses").command {
+            Command::Rmflash(a) => assert!(a.cp),
+            other => panic!("parsed as {other:?}"),
         }
     }
 }

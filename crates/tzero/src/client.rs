@@ -15,7 +15,9 @@ use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::api_types::{CreateVolume, ErrorBody, Establish, Flash, SetRate, Volume};
+use crate::api_types::{
+    CreateVolume, ErrorBody, Establish, Flash, Resync, Reverse, SetRate, Volume,
+};
 
 /// How long to wait for a TCP connection before giving up.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -276,6 +278,39 @@ impl Client {
         let path = format!("/v1/flash/{}/{}", segment(source), segment(target));
         self.checked(Method::DELETE, &path, None::<&()>).await?;
         Ok(())
+    }
+
+    /// `rmflash --cp`: turns the background copy on and withdraws the
+    /// relationship when it completes (at once if it already has).
+    pub async fn withdraw_after_copy(
+        &self,
+        source: &str,
+        target: &str,
+    ) -> Result<Flash, ClientError> {
+        let path = format!("/v1/flash/{}/{}?cp=true", segment(source), segment(target));
+        self.call(Method::DELETE, &path, None::<&()>).await
+    }
+
+    /// `resyncflash`: a new T0, copying only the changed tracks.
+    pub async fn resync(
+        &self,
+        source: &str,
+        target: &str,
+        req: &Resync,
+    ) -> Result<Flash, ClientError> {
+        let path = format!("/v1/flash/{}/{}/resync", segment(source), segment(target));
+        self.call(Method::POST, &path, Some(req)).await
+    }
+
+    /// `reverseflash`: returns the reversed relationship, `target:source`.
+    pub async fn reverse(
+        &self,
+        source: &str,
+        target: &str,
+        req: &Reverse,
+    ) -> Result<Flash, ClientError> {
+        let path = format!("/v1/flash/{}/{}/reverse", segment(source), segment(target));
+        self.call(Method::POST, &path, Some(req)).await
     }
 
     pub async fn start_copy(&self, source: &str, target: &str) -> Result<Flash, ClientError> {

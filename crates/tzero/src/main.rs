@@ -4,11 +4,10 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-use tzero::cli::{run, usage_error, Cli};
+use tzero::cli::{parse, run, usage_error};
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match parse() {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),
     };

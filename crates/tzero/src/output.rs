@@ -68,12 +68,14 @@ pub fn print_json<T: Serialize + ?Sized>(value: &T) -> io::Result<()> {
     writeln!(out)
 }
 
-/// The `lsfbvol` table.
+/// The `lsfbvol` table. `DataState` is always shown: a target left
+/// "contents undefined" by an incomplete withdrawal must not look normal.
 pub fn volume_table(vols: &[Volume], long: bool) -> Table {
     let mut headers = vec!["Name", "Capacity", "Cap(bytes)", "TrackSize"];
     if long {
-        headers.extend(["Allocated", "Role", "DataState"]);
+        headers.extend(["Allocated", "Role"]);
     }
+    headers.push("DataState");
     let mut t = Table::new(headers);
     for v in vols {
         let mut row = vec![
@@ -85,12 +87,12 @@ pub fn volume_table(vols: &[Volume], long: bool) -> Table {
         if long {
             row.push(format_size(v.allocated_bytes));
             row.push(role(v));
-            row.push(if v.contents_undefined {
-                "contents undefined".to_owned()
-            } else {
-                "normal".to_owned()
-            });
         }
+        row.push(if v.contents_undefined {
+            "contents undefined".to_owned()
+        } else {
+            "normal".to_owned()
+        });
         t.row(row);
     }
     t
@@ -116,13 +118,15 @@ fn enabled(b: bool) -> String {
     if b { "Enabled" } else { "Disabled" }.to_owned()
 }
 
-/// DSCLI's state names, for the `State` column.
-fn state_name(s: FlashState) -> &'static str {
-    match s {
-        FlashState::Copying => "Copying",
-        FlashState::NoCopy => "Valid",
-        FlashState::Copied => "Copied",
-        FlashState::Failed => "Failed",
+/// DSCLI's state names, for the `State` column; a relationship that
+/// `rmflash --cp` will end when copied says so.
+fn state_name(s: FlashState, withdraw_pending: bool) -> &'static str {
+    match (s, withdraw_pending) {
+        (FlashState::Copying, true) => "Copying(WithdrawPending)",
+        (FlashState::Copying, false) => "Copying",
+        (FlashState::NoCopy, _) => "Valid",
+        (FlashState::Copied, _) => "Copied",
+        (FlashState::Failed, _) => "Failed",
     }
 }
 
@@ -148,7 +152,7 @@ pub fn flash_table(rels: &[Flash], long: bool) -> Table {
         for f in rels {
             t.row(vec![
                 format!("{}:{}", f.source, f.target),
-                state_name(f.state).to_owned(),
+                state_name(f.state, f.withdraw_pending).to_owned(),
                 enabled(f.background_copy),
                 enabled(f.persistent),
                 f.out_of_sync_tracks.to_string(),
@@ -168,6 +172,7 @@ pub fn flash_table(rels: &[Flash], long: bool) -> Table {
         "TargetWriteEnabled",
         "BackgroundCopy",
         "OutOfSyncTracks",
+        "ChangedTracks",
         "DateCreated",
         "DateSynced",
         "State",
@@ -177,16 +182,22 @@ pub fn flash_table(rels: &[Flash], long: bool) -> Table {
             format!("{}:{}", f.source, f.target),
             "0".to_owned(),
             enabled(f.state == FlashState::Copying),
-            enabled(false),
+            enabled(f.recording),
             enabled(f.persistent),
             enabled(false),
             enabled(true),
             enabled(true),
             enabled(f.background_copy),
             f.out_of_sync_tracks.to_string(),
+            // What a resyncflash would copy again; "-" without recording.
+            if f.recording {
+                f.changed_tracks.to_string()
+            } else {
+                "-".to_owned()
+            },
             format_date(f.created_ms),
             format_date(f.synced_ms),
-            state_name(f.state).to_owned(),
+            state_name(f.state, f.withdraw_pending).to_owned(),
         ]);
     }
     t

@@ -179,6 +179,8 @@ fn api_over_tcp() {
         "/v1/flash/{source}/{target}",
         "/v1/flash/{source}/{target}/copy",
         "/v1/flash/{source}/{target}/rate",
+        "/v1/flash/{source}/{target}/resync",
+        "/v1/flash/{source}/{target}/reverse",
     ] {
         assert!(doc["paths"][path].is_object(), "openapi lacks {path}");
     }
@@ -197,4 +199,133 @@ fn api_over_tcp() {
     let (code, err) = common::one_line_error(&out);
     assert_eq!(code, 1);
     assert!(err.contains("token"), "{err}");
+}
+
+/// The issue-4 routes: establish with recording, resync, reverse,
+/// withdraw after copy, and refusals as 409 `flash_refused`.
+#[test]
+fn api_resync_reverse_and_withdraw_after_copy() {
+    let env = Env::new();
+    let d = Daemon::start(&env);
+    let c = tcp(&d, Some(&d.token()));
+    let rt = rt();
+    use hyper::Method;
+    let call = |m: Method, path: &str, body: Option<&str>| {
+        rt.block_on(c.raw(m, path, body.map(|b| b.as_bytes().to_vec())))
+            .expect("request")
+    };
+    for name in ["s", "t", "u", "v"] {
+        let body = format!(r#"{{"name":"{name}","capacity_bytes":1048576,"track_size":4096}}"#);
+        assert_eq!(call(Method::POST, "/v1/volumes", Some(&body)).status, 201);
+    }
+
+    // recording defaults to false; a resync of such a pair is refused.
+    let r = call(
+        Method::POST,
+        "/v1/flash",
+        Some(r#"{"source":"s","target":"u","background_copy":false}"#),
+    );
+    assert_eq!(r.status, 201);
+    let f = json(&r);
+    assert_eq!(
+        (
+            &f["recording"],
+            &f["changed_tracks"],
+            &f["withdraw_pending"]
+        ),
+        (&Value::Bool(false), &Value::from(0), &Value::Bool(false)),
+        "{f}"
+    );
+    let r = call(Method::POST, "/v1/flash/s/u/resync", None);
+    assert_eq!((r.status, error_code(&r).as_str()), (409, "flash_refused"));
+    // A cycle is refused the same way.
+    let r = call(
+        Method::POST,
+        "/v1/flash",
+        Some(r#"{"source":"u","target":"s","background_copy":false}"#),
+    );
+    assert_eq!((r.status, error_code(&r).as_str()), (409, "flash_refused"));
+    assert!(json(&r)["error"]["message"]
+        .as_str()
+        .is_some_and(|m| m.contains("cycle")));
+
+    // DELETE ?cp=true: 202 with withdraw_pending; the pair then goes away.
+    let r = call(Method::DELETE, "/v1/flash/s/u?cp=true", None);
+    assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+    let f = json(&r);
+    assert_eq!(f["withdraw_pending"], true, "{f}");
+    assert_eq!(f["background_copy"], true, "{f}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while call(Method::GET, "/v1/flash/s/u", None).status != 404 {
+        assert!(std::time::Instant::now() < deadline, "s:u not withdrawn");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let r = call(Method::DELETE, "/v1/flash/s/u?cp=maybe", None);
+    assert_eq!((r.status, error_code(&r).as_str()), (400, "invalid_query"));
+
+    // Recording pair at a crawl: reverse without fast is refused while the
+    // copy is incomplete; resync takes defaults from an empty body.
+    let r = call(
+        Method::POST,
+        "/v1/flash",
+        Some(r#"{"source":"s","target":"t","persistent":true,"recording":true,"copy_rate":4096}"#),
+    );
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(json(&r)["recording"], true);
+    let r = call(Method::POST, "/v1/flash/s/t/reverse", Some("{}"));
+    assert_eq!((r.status, error_code(&r).as_str()), (409, "flash_refused"));
+    let r = call(Method::POST, "/v1/flash/s/t/reverse", Some(r#"{"fast":1}"#));
+    assert_eq!(r.status, 422);
+    let r = call(Method::POST, "/v1/flash/s/t/resync", None);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let f = json(&r);
+    assert_eq!(
+        (&f["recording"], &f["persistent"]),
+        (&Value::Bool(true), &Value::Bool(true))
+    );
+    let r = call(
+        Method::PUT,
+        "/v1/flash/s/t/rate",
+        Some(r#"{"copy_rate":0}"#),
+    );
+    assert_eq!(r.status, 200);
+
+    // Fast reverse is allowed at any time; the pair is then t:s.
+    let r = call(
+        Method::POST,
+        "/v1/flash/s/t/reverse",
+        Some(r#"{"fast":true}"#),
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let f = json(&r);
+    assert_eq!(
+        (&f["source"], &f["target"]),
+        (&Value::from("t"), &Value::from("s"))
+    );
+    assert_eq!(call(Method::GET, "/v1/flash/s/t", None).status, 404);
+    let r = call(Method::POST, "/v1/flash/x/y/reverse", None);
+    assert_eq!(
+        (r.status, error_code(&r).as_str()),
+        (404, "volume_not_found")
+    );
+
+    let doc = json(&call(Method::GET, "/v1/openapi.json", None));
+    for path in [
+        "/v1/flash/{source}/{target}/resync",
+        "/v1/flash/{source}/{target}/reverse",
+    ] {
+        assert!(
+            doc["paths"][path]["post"].is_object(),
+            "openapi lacks {path}"
+        );
+    }
+    assert!(doc["paths"]["/v1/flash/{source}/{target}"]["delete"]["responses"]["202"].is_object());
+    let codes = doc["components"]["schemas"]["Error"]["properties"]["error"]["properties"]["code"]
+        ["enum"]
+        .to_string();
+    assert!(codes.contains("flash_refused"), "{codes}");
+    let flash = doc["components"]["schemas"]["Flash"]["required"].to_string();
+    for field in ["recording", "changed_tracks", "withdraw_pending"] {
+        assert!(flash.contains(field), "{flash}");
+    }
 }

@@ -34,6 +34,13 @@ fn cli_round_trip() {
     let table = d.cli_ok(&["lsfbvol"]);
     assert!(table.starts_with("Name"), "{table}");
     assert!(table.contains("16 MiB"), "{table}");
+    assert!(
+        table
+            .lines()
+            .next()
+            .is_some_and(|h| h.contains("DataState")),
+        "{table}"
+    );
 
     // Global flags after the verb work as well as before it.
     d.cli_ok(&["mkflash", "--nocp", "--persist", "src:tgt", "--json"]);
@@ -112,6 +119,9 @@ fn cli_rejects_bad_input_and_changes_nothing() {
         &["mkflash", ":b"],
         &["mkflash", "--rate", "fast", "a:c"],
         &["rmflash", "a"],
+        &["mkflash", "--record", "a:c"],
+        &["resyncflash", "a:b"],
+        &["reverseflash"],
         &["lsfbvol", "--api", "ftp://x:1"],
         &["frobnicate"],
     ] {
@@ -140,6 +150,12 @@ fn cli_rejects_bad_input_and_changes_nothing() {
         (&["rmflash", "a:c"], "no FlashCopy relationship"),
         (&["lsflash", "b:a"], "no FlashCopy relationship"),
         (&["chflash", "--cp", "c:a"], "no FlashCopy relationship"),
+        (&["rmflash", "--cp", "c:a"], "no FlashCopy relationship"),
+        (
+            &["resyncflash", "--record", "--persist", "a:b"],
+            "does not record changes",
+        ),
+        (&["reverseflash", "b:a"], "no FlashCopy relationship"),
     ] {
         let (code, err) = one_line_error(&d.cli(args));
         assert_eq!(code, 1, "{args:?}: {err}");

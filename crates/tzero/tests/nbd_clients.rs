@@ -237,6 +237,8 @@ fn fio_verify_during_background_copy() {
             "--time_based",
             "--runtime=3",
             "--group_reporting",
+            // No local-verify-*.state files left in the working directory.
+            "--verify_state_save=0",
         ]),
         &d,
     );

@@ -29,6 +29,12 @@ pub trait BlockFile: Send + Sync + Debug {
     fn set_len(&self, len: u64) -> io::Result<()>;
     /// Deallocates a range; it then reads as zeros.
     fn punch_hole(&self, offset: u64, len: u64) -> io::Result<()>;
+    /// Host discard (TRIM): like `punch_hole`, and space-accounting wrappers may give the
+    /// space back. `punch_hole` itself never does, because the engine also punches holes on
+    /// behalf of copies, into tracks that cached host writes have already reserved.
+    fn discard(&self, offset: u64, len: u64) -> io::Result<()> {
+        self.punch_hole(offset, len)
+    }
     /// Allocates a range without changing what it reads (fallocate); a no-op where that is not
     /// meaningful.
     fn preallocate(&self, offset: u64, len: u64) -> io::Result<()> {
