@@ -190,6 +190,14 @@ fn random_writes(engine: &Engine, seed: u64) -> Duration {
     began.elapsed()
 }
 
+/// Lets the disk settle between cases: everything synced, the kernel's writeback of the
+/// previous case done, so no case pays for another's dirty pages.
+fn settle(engine: &Engine) {
+    engine.flush_all().unwrap();
+    let _ = std::process::Command::new("sync").status();
+    std::thread::sleep(Duration::from_millis(500));
+}
+
 fn wait_copied(engine: &Engine) -> Duration {
     let began = Instant::now();
     loop {
@@ -218,12 +226,14 @@ fn bench_random_writes() {
     let reps = 3;
     let (mut a, mut b, mut c) = (Vec::new(), Vec::new(), Vec::new());
     for rep in 0..reps {
+        settle(&engine);
         a.push(random_writes(&engine, 11 + rep));
         engine.establish("src", "tgt", nocopy()).unwrap();
         b.push(random_writes(&engine, 101 + rep));
         engine.withdraw("src", "tgt").unwrap();
         engine.establish("src", "tgt", copy_persistent()).unwrap();
         wait_copied(&engine);
+        settle(&engine);
         c.push(random_writes(&engine, 1001 + rep));
         engine.withdraw("src", "tgt").unwrap();
     }
