@@ -46,7 +46,14 @@ impl Inner {
         // recording changes on it as a source must count them, or a resync or reverse would
         // take the two sides for equal there.
         let mut recorded = Vec::new();
-        if !complete {
+        let recording_downstream = rel
+            .target
+            .links
+            .read()
+            .source_of
+            .iter()
+            .any(|d| d.recording.load(Ordering::Acquire));
+        if !complete && recording_downstream {
             let none = Bitmap::new(rel.bitmap.len());
             let uncopied = Bitmap::new(rel.bitmap.len());
             uncopied.set_all();
