@@ -368,8 +368,17 @@ impl Engine {
             };
             inner.budget.release(dropped);
         }
+        // The sources are not synced: T0 holds what hosts saw, and writes they have not
+        // flushed stay exactly as volatile in the targets as in the sources (a crash may lose
+        // them on both; a target's flush makes its T0 durable). Syncing here would hold every
+        // host write for as long as the sources' dirty data takes to reach the disk.
+        // Incremental relationships are the exception: a resync trusts that tracks changed on
+        // neither side are equal, which an unflushed source write lost in a crash after the
+        // copy took it would break. Their T0 is made durable here.
         for (src, tgt) in &volumes {
-            src.file.sync().map_err(FlashError::Storage)?;
+            if opts.recording {
+                src.file.sync().map_err(FlashError::Storage)?;
+            }
             inner.record_view_change(tgt, None, 0)?;
         }
         let now = now_ms();
@@ -457,6 +466,7 @@ impl Engine {
 
     /// Releases held writes (`unfreezeflash`). Every named volume must be frozen.
     pub fn unfreeze(&self, volumes: &[String]) -> Result<(), FlashError> {
+        let _admin = self.inner.admin.lock();
         let mut found = Vec::new();
         for name in volumes {
             let vol = self
@@ -482,14 +492,15 @@ impl Engine {
         target: &str,
         inhibit: bool,
     ) -> Result<FlashInfo, FlashError> {
-        let info = self.update_record(source, target, |r| {
-            r.target_inhibit = inhibit;
-            Ok(())
-        })?;
-        self.find_rel(source, target)?
-            .inhibit
-            .store(inhibit, Ordering::Release);
-        Ok(info)
+        let inner = &self.inner;
+        let _admin = inner.admin.lock();
+        let rel = self.find_rel(source, target)?;
+        let mut record = rel.record.lock().clone();
+        record.target_inhibit = inhibit;
+        inner.commit_record(&record, "updating a relationship")?;
+        *rel.record.lock() = record;
+        rel.inhibit.store(inhibit, Ordering::Release);
+        Ok(rel.info())
     }
 
     /// `setflashrevertible`: the next resync of this incremental relationship keeps the
@@ -720,6 +731,7 @@ impl Engine {
         let _topology = inner.topology.write();
         check_no_dependents(&rel.target, &format!("resync onto {target}"))?;
         inner.destage_both(&rel.source, &rel.target)?;
+        // The new T0 is durable before it is trusted (see `establish_group`).
         rel.source.file.sync().map_err(FlashError::Storage)?;
         // Bits copied but not yet durable become durable first, so what we commit below is a
         // complete picture.
@@ -847,8 +859,10 @@ impl Engine {
         inner
             .persist(std::slice::from_ref(&rel))
             .map_err(io_to_flash)?;
-        // The reversed relationship's T0 is the target as hosts see it now: make it durable.
+        // The reversed relationship's T0 is the target as hosts see it now: make it durable,
+        // including the tracks it still reads from the source's file.
         rel.target.file.sync().map_err(FlashError::Storage)?;
+        rel.source.file.sync().map_err(FlashError::Storage)?;
         let old = rel.record.lock().clone();
         {
             // The source changes on the tracks to restore: those changed on either side, or

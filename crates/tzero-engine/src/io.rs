@@ -137,7 +137,17 @@ impl VolumeHandle {
         let mut unused = data.len() as u64;
         let mut kick = false;
         let result = (|| {
-            let _topology = inner.topology.read();
+            // A freeze is set under the exclusive topology lock, so a write that holds the lock
+            // shared and sees no freeze is ordered before it; one that sees a freeze lets go
+            // of the lock (admin operations must not wait for it) and waits.
+            let _topology = loop {
+                let guard = inner.topology.read();
+                if !vol.is_frozen() {
+                    break guard;
+                }
+                drop(guard);
+                vol.wait_unfrozen();
+            };
             let links = vol.links.read();
             for span in vol.geometry.spans(offset, data.len() as u64) {
                 let piece = &data[span.buf_offset as usize..(span.buf_offset + span.len) as usize];
@@ -177,12 +187,37 @@ impl VolumeHandle {
     /// Flush without the shutdown check, for the engine's own final flush.
     pub(crate) fn flush_unchecked(&self) -> Result<(), IoError> {
         self.inner.check_poison()?;
-        {
+        let upstream = {
             let _topology = self.inner.topology.read();
             let links = self.vol.links.read();
             self.inner.destage_all(&self.vol, &links)?;
+            self.upstream_files(&links)
+        };
+        self.sync_file()?;
+        // A target's uncopied tracks are its sources' bytes at T0, which establish did not
+        // sync: the target's flush makes them durable too.
+        for (name, file) in upstream {
+            file.sync().map_err(|e| map_write_err(&name, e))?;
         }
-        self.sync_file()
+        Ok(())
+    }
+
+    /// The files a target still reads through: each source up the cascade whose copy is
+    /// incomplete.
+    fn upstream_files(
+        &self,
+        links: &crate::volume::Links,
+    ) -> Vec<(String, Arc<dyn crate::storage::BlockFile>)> {
+        let mut files = Vec::new();
+        let mut rel = links.target_of.clone();
+        while let Some(r) = rel {
+            if !r.is_live() || r.bitmap.is_full() {
+                break;
+            }
+            files.push((r.source.name.clone(), r.source.file.clone()));
+            rel = r.source.links.read().target_of.clone();
+        }
+        files
     }
 
     /// Flushes what a FUA write covered: its tracks' cached data, then the file.

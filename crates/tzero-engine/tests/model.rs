@@ -397,6 +397,8 @@ impl Harness {
             .collect();
         for t in gone {
             let r = self.model.rels.remove(&t).unwrap();
+            self.model.revert_old.remove(&t);
+            self.model.revertible.remove(&t);
             assert!(
                 r.may_end || !r.persistent,
                 "persistent relationship to v{t} vanished"
@@ -407,6 +409,31 @@ impl Harness {
             self.model.rels.iter().map(|(t, r)| (*t, r.src)).collect(),
             "relationships differ from the model"
         );
+    }
+
+    /// The target's new T0 is the source as hosts see it now. Establish does not flush the
+    /// source (except for incremental relationships, and resync): its unflushed writes are as
+    /// volatile in the target's T0 as in the source (a crash may lose them on both,
+    /// independently).
+    fn take_t0(&mut self, src: usize, tgt: usize, durable: bool) {
+        if durable {
+            self.model.vols[src].make_durable();
+        }
+        self.model.vols[tgt] = self.model.vols[src].clone();
+    }
+
+    /// A source whose contents are undefined (an unfinished copy onto it was withdrawn) is
+    /// flushed before it becomes a source again, so the model can follow its new targets.
+    fn define_source(&mut self, src: usize) {
+        if self.model.vols[src].undefined {
+            self.engine()
+                .handle(&name(src))
+                .unwrap()
+                .flush()
+                .expect("flush");
+            self.model.vols[src].make_durable();
+            self.model.vols[src].undefined = false;
+        }
     }
 
     /// Volumes above `v` in its cascade.
@@ -443,7 +470,28 @@ impl Harness {
         m.undefined = true;
     }
 
+    /// Flushes undefined volumes an op is about to take a T0 from (see `define_source`).
+    fn prepare(&mut self, op: &Op) {
+        let sources: Vec<usize> = match op {
+            Op::Establish { src, .. } => vec![*src],
+            Op::Group { pairs, .. } => pairs.iter().map(|(s, _)| *s).collect(),
+            Op::Resync { tgt } => self
+                .model
+                .rels
+                .get(tgt)
+                .map(|r| r.src)
+                .into_iter()
+                .collect(),
+            Op::CutDuring { inner, .. } => return self.prepare(inner),
+            _ => Vec::new(),
+        };
+        for src in sources {
+            self.define_source(src);
+        }
+    }
+
     fn apply(&mut self, op: &Op) {
+        self.prepare(op);
         match op {
             Op::Write {
                 vol,
@@ -558,10 +606,7 @@ impl Harness {
                     "establish v{src}->v{tgt}: {result:?}"
                 );
                 if legal {
-                    self.model.vols[*src].make_durable();
-                    self.model.vols[*src].undefined = false;
-                    let t0 = self.model.vols[*src].cur.clone();
-                    self.model.vols[*tgt].reset_to(&t0);
+                    self.take_t0(*src, *tgt, *record);
                     self.model.rels.insert(
                         *tgt,
                         RelM {
@@ -614,10 +659,7 @@ impl Harness {
                         let old = self.model.vols[*tgt].cur.clone();
                         self.model.revert_old.insert(*tgt, (old, false));
                     }
-                    self.model.vols[r.src].make_durable();
-                    self.model.vols[r.src].undefined = false;
-                    let t0 = self.model.vols[r.src].cur.clone();
-                    self.model.vols[*tgt].reset_to(&t0);
+                    self.take_t0(r.src, *tgt, true);
                 }
             }
             Op::SetRevertible { tgt } => {
@@ -706,10 +748,7 @@ impl Harness {
                 if legal {
                     // One T0 for all: sources don't change within the group.
                     for (src, tgt) in pairs {
-                        self.model.vols[*src].make_durable();
-                        self.model.vols[*src].undefined = false;
-                        let t0 = self.model.vols[*src].cur.clone();
-                        self.model.vols[*tgt].reset_to(&t0);
+                        self.take_t0(*src, *tgt, *record);
                         self.model.rels.insert(
                             *tgt,
                             RelM {
@@ -855,6 +894,7 @@ impl Harness {
 
     /// Runs `op` with the power failing after `ops` storage operations, then recovers.
     fn cut_during(&mut self, ops: i64, seed: u64, op: &Op) {
+        self.prepare(op);
         let before = self.model.clone();
         // Bytes the op may have written count as unflushed alternatives whatever happens.
         match op {
@@ -1004,10 +1044,14 @@ impl Harness {
                     copy,
                     record,
                 } if live.get(tgt) == Some(src) && !before.rels.contains_key(tgt) => {
-                    // It happened: T0 is the source as the host saw it, all of it made durable.
-                    let t0 = before.vols[*src].cur.clone();
-                    self.model.vols[*src].reset_to(&t0);
-                    self.model.vols[*tgt].reset_to(&t0);
+                    // It happened: T0 is the source as the host saw it, with its unflushed
+                    // writes as volatile on the target as on the source (durable if recording).
+                    let mut t0 = before.vols[*src].clone();
+                    if *record {
+                        t0.make_durable();
+                        self.model.vols[*src] = t0.clone();
+                    }
+                    self.model.vols[*tgt] = t0;
                     self.model.rels.insert(
                         *tgt,
                         RelM {
@@ -1055,9 +1099,10 @@ impl Harness {
                     let info = self.engine().relationship(&name(src), &name(*tgt)).unwrap();
                     if info.revert_pending {
                         // The revertible resync happened: new T0, the old image kept for revert.
-                        let t0 = before.vols[src].cur.clone();
-                        self.model.vols[src].reset_to(&t0);
-                        self.model.vols[*tgt].reset_to(&t0);
+                        let mut t0 = before.vols[src].clone();
+                        t0.make_durable();
+                        self.model.vols[src] = t0.clone();
+                        self.model.vols[*tgt] = t0;
                         self.model.revertible.remove(tgt);
                         self.model
                             .revert_old

@@ -23,10 +23,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::Deserialize;
-use tzero_engine::{Engine, FlashError, FlashOptions, VolumeError};
+use tzero_engine::{Engine, FlashError, FlashOptions, IoError, VolumeError, VolumeOptions};
 
 use crate::api_types::{
-    CreateVolume, ErrorBody, ErrorDetail, Establish, Flash, Resync, Reverse, SetRate, Volume,
+    CreatePool, CreateVolume, ErrorBody, ErrorDetail, Establish, EstablishGroup, Flash, Freeze,
+    Pool, Resync, Reverse, SetRate, TargetInhibit, Unfreeze, Volume,
 };
 
 /// The API without authentication, for the unix socket.
@@ -34,7 +35,14 @@ pub fn router(engine: Engine) -> Router {
     Router::new()
         .route("/v1/volumes", get(list_volumes).post(create_volume))
         .route("/v1/volumes/{name}", get(get_volume).delete(delete_volume))
+        .route("/v1/pools", get(list_pools).post(create_pool))
+        .route("/v1/pools/{name}", get(get_pool).delete(delete_pool))
         .route("/v1/flash", get(list_flash).post(establish))
+        .route("/v1/flash/group", post(establish_group))
+        .route("/v1/flash/commit", post(commit_by_seqnum))
+        .route("/v1/flash/revert", post(revert_by_seqnum))
+        .route("/v1/freeze", post(freeze))
+        .route("/v1/unfreeze", post(unfreeze))
         .route(
             "/v1/flash/{source}/{target}",
             get(get_flash).delete(withdraw),
@@ -43,6 +51,16 @@ pub fn router(engine: Engine) -> Router {
         .route("/v1/flash/{source}/{target}/rate", put(set_rate))
         .route("/v1/flash/{source}/{target}/resync", post(resync))
         .route("/v1/flash/{source}/{target}/reverse", post(reverse))
+        .route(
+            "/v1/flash/{source}/{target}/target-inhibit",
+            put(set_target_inhibit),
+        )
+        .route(
+            "/v1/flash/{source}/{target}/revertible",
+            post(set_revertible),
+        )
+        .route("/v1/flash/{source}/{target}/commit", post(commit_pair))
+        .route("/v1/flash/{source}/{target}/revert", post(revert_pair))
         .route("/v1/openapi.json", get(openapi))
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -116,6 +134,14 @@ pub fn volume_error(e: &VolumeError) -> (StatusCode, &'static str) {
         VolumeError::InvalidCapacity(_) => (StatusCode::BAD_REQUEST, "invalid_capacity"),
         VolumeError::InvalidTrackSize(_) => (StatusCode::BAD_REQUEST, "invalid_track_size"),
         VolumeError::InUse { .. } => (StatusCode::CONFLICT, "volume_in_use"),
+        VolumeError::PoolNotFound(_) => (StatusCode::NOT_FOUND, "pool_not_found"),
+        VolumeError::PoolExists(_) => (StatusCode::CONFLICT, "pool_exists"),
+        VolumeError::PoolInUse(..) => (StatusCode::CONFLICT, "pool_in_use"),
+        VolumeError::PoolTooSmall { .. } => (StatusCode::CONFLICT, "pool_too_small"),
+        VolumeError::NeedsPool(_) => (StatusCode::BAD_REQUEST, "needs_pool"),
+        VolumeError::Storage { source, .. } if is_no_space(source) => {
+            (StatusCode::INSUFFICIENT_STORAGE, "no_space")
+        }
         VolumeError::Storage { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "storage_error"),
         VolumeError::Catalog(_) => (StatusCode::INTERNAL_SERVER_ERROR, "catalog_error"),
         VolumeError::Poisoned => (StatusCode::INTERNAL_SERVER_ERROR, "engine_poisoned"),
@@ -138,10 +164,38 @@ pub fn flash_error(e: &FlashError) -> (StatusCode, &'static str) {
         FlashError::Unsupported(_) => (StatusCode::CONFLICT, "flash_refused"),
         FlashError::AlreadyCopy(..) => (StatusCode::CONFLICT, "already_copy"),
         FlashError::Failed { .. } => (StatusCode::CONFLICT, "relationship_failed"),
+        FlashError::Storage(e) if is_no_space(e) => (StatusCode::INSUFFICIENT_STORAGE, "no_space"),
         FlashError::Storage(_) => (StatusCode::INTERNAL_SERVER_ERROR, "storage_error"),
         FlashError::Catalog(_) => (StatusCode::INTERNAL_SERVER_ERROR, "catalog_error"),
         FlashError::Poisoned => (StatusCode::INTERNAL_SERVER_ERROR, "engine_poisoned"),
         _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
+    }
+}
+
+/// Status and code of each host I/O error, for API calls that do host I/O
+/// on behalf of a client; the NBD mapping is `nbd_export::device_error`.
+pub fn io_error(e: &IoError) -> (StatusCode, &'static str) {
+    match e {
+        IoError::OutOfRange { .. } => (StatusCode::BAD_REQUEST, "out_of_range"),
+        IoError::NoSpace(_) => (StatusCode::INSUFFICIENT_STORAGE, "no_space"),
+        IoError::ReadOnly(_) => (StatusCode::CONFLICT, "write_inhibited"),
+        IoError::Deleted(_) => (StatusCode::NOT_FOUND, "volume_not_found"),
+        IoError::TargetFailed(_) => (StatusCode::CONFLICT, "relationship_failed"),
+        IoError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
+        IoError::Poisoned => (StatusCode::INTERNAL_SERVER_ERROR, "engine_poisoned"),
+        _ => (StatusCode::INTERNAL_SERVER_ERROR, "storage_error"),
+    }
+}
+
+/// ENOSPC, whatever std calls it.
+fn is_no_space(e: &std::io::Error) -> bool {
+    e.raw_os_error() == Some(28) || e.kind() == std::io::ErrorKind::StorageFull
+}
+
+impl From<IoError> for ApiError {
+    fn from(e: IoError) -> Self {
+        let (status, code) = io_error(&e);
+        ApiError::new(status, code, error_chain(&e))
     }
 }
 
@@ -276,8 +330,14 @@ async fn create_volume(
     let track = req
         .track_size
         .unwrap_or(tzero_engine::geometry::DEFAULT_TRACK_SIZE);
-    let info = blocking(move || engine.create_volume(&req.name, req.capacity_bytes, track)).await?;
-    tracing::info!(volume = %info.name, capacity = info.capacity_bytes, "volume created");
+    let opts = VolumeOptions {
+        pool: req.pool.clone(),
+        space_efficient: req.space_efficient,
+    };
+    let info =
+        blocking(move || engine.create_volume_with(&req.name, req.capacity_bytes, track, opts))
+            .await?;
+    tracing::info!(volume = %info.name, capacity = info.capacity_bytes, pool = ?info.pool, provisioning = ?info.provisioning, "volume created");
     Ok((StatusCode::CREATED, Json(info.into())))
 }
 
@@ -312,9 +372,26 @@ async fn delete_volume(
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn list_flash(State(engine): State<Engine>) -> ApiResult<Json<Vec<Flash>>> {
+/// Query of `GET /v1/flash` and of the by-sequence-number commit and revert.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SeqnumQuery {
+    /// Only relationships established with this sequence number.
+    seqnum: Option<u32>,
+}
+
+async fn list_flash(
+    State(engine): State<Engine>,
+    query: Result<Query<SeqnumQuery>, QueryRejection>,
+) -> ApiResult<Json<Vec<Flash>>> {
+    let Query(q) = query?;
     let rels = blocking(move || Ok::<_, Infallible>(engine.relationships())).await?;
-    Ok(Json(rels.into_iter().map(Flash::from).collect()))
+    Ok(Json(
+        rels.into_iter()
+            .filter(|f| q.seqnum.is_none_or(|n| f.seqnum == n))
+            .map(Flash::from)
+            .collect(),
+    ))
 }
 
 async fn establish(
@@ -327,7 +404,8 @@ async fn establish(
         persistent: req.persistent,
         copy_rate: req.copy_rate,
         recording: req.recording,
-        ..FlashOptions::default()
+        target_inhibit: req.target_inhibit,
+        seqnum: req.seqnum,
     };
     let info = blocking(move || engine.establish(&req.source, &req.target, opts)).await?;
     tracing::info!(source = %info.source, target = %info.target, background_copy = info.background_copy, recording = info.recording, "FlashCopy established");
@@ -423,6 +501,309 @@ async fn set_rate(
     Ok(Json(info.into()))
 }
 
+async fn establish_group(
+    State(engine): State<Engine>,
+    body: Result<Json<EstablishGroup>, JsonRejection>,
+) -> ApiResult<(StatusCode, Json<Vec<Flash>>)> {
+    let Json(req) = body?;
+    if req.pairs.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+            "a consistency group needs at least one {source, target} pair",
+        ));
+    }
+    let opts = FlashOptions {
+        background_copy: req.background_copy,
+        persistent: req.persistent,
+        copy_rate: req.copy_rate,
+        recording: req.recording,
+        target_inhibit: req.target_inhibit,
+        seqnum: req.seqnum,
+    };
+    let freeze = req
+        .freeze
+        .then(|| std::time::Duration::from_secs(req.freeze_timeout_secs));
+    let pairs: Vec<(String, String)> = req
+        .pairs
+        .into_iter()
+        .map(|p| (p.source, p.target))
+        .collect();
+    let infos = blocking(move || engine.establish_group(&pairs, opts, freeze)).await?;
+    tracing::info!(
+        pairs = infos.len(),
+        frozen = req.freeze,
+        "FlashCopy consistency group established"
+    );
+    Ok((
+        StatusCode::CREATED,
+        Json(infos.into_iter().map(Flash::from).collect()),
+    ))
+}
+
+/// Freeze and unfreeze name the volumes whose writes change state; a
+/// refusal gets its own code rather than the generic `flash_refused`.
+fn refuse(code: &'static str, message: String) -> ApiError {
+    ApiError::new(StatusCode::CONFLICT, code, message)
+}
+
+async fn freeze(
+    State(engine): State<Engine>,
+    body: Result<Json<Freeze>, JsonRejection>,
+) -> ApiResult<Json<Vec<Volume>>> {
+    let Json(req) = body?;
+    if req.volumes.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+            "name at least one volume to freeze",
+        ));
+    }
+    let vols = blocking(move || {
+        for name in &req.volumes {
+            let v = engine.volume(name)?;
+            if v.source_of.is_empty() {
+                return Err(refuse(
+                    "not_a_source",
+                    format!("{name} is not the source of a FlashCopy relationship; only sources can be frozen"),
+                ));
+            }
+        }
+        engine.freeze(
+            &req.volumes,
+            std::time::Duration::from_secs(req.timeout_secs),
+        )?;
+        tracing::info!(volumes = ?req.volumes, timeout_secs = req.timeout_secs, "write I/O frozen");
+        req.volumes
+            .iter()
+            .map(|n| engine.volume(n).map(Volume::from).map_err(ApiError::from))
+            .collect::<Result<Vec<_>, ApiError>>()
+    })
+    .await?;
+    Ok(Json(vols))
+}
+
+async fn unfreeze(
+    State(engine): State<Engine>,
+    body: Result<Json<Unfreeze>, JsonRejection>,
+) -> ApiResult<Json<Vec<Volume>>> {
+    let Json(req) = body?;
+    if req.volumes.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+            "name at least one volume to unfreeze",
+        ));
+    }
+    let vols = blocking(move || {
+        for name in &req.volumes {
+            if !engine.volume(name)?.frozen {
+                return Err(refuse(
+                    "not_frozen",
+                    format!("{name} is not frozen (no write I/O is held on it)"),
+                ));
+            }
+        }
+        engine.unfreeze(&req.volumes)?;
+        tracing::info!(volumes = ?req.volumes, "write I/O released");
+        req.volumes
+            .iter()
+            .map(|n| engine.volume(n).map(Volume::from).map_err(ApiError::from))
+            .collect::<Result<Vec<_>, ApiError>>()
+    })
+    .await?;
+    Ok(Json(vols))
+}
+
+async fn set_target_inhibit(
+    State(engine): State<Engine>,
+    pair: Result<Path<(String, String)>, PathRejection>,
+    body: Result<Json<TargetInhibit>, JsonRejection>,
+) -> ApiResult<Json<Flash>> {
+    let Path((source, target)) = pair?;
+    let Json(req) = body?;
+    let info = blocking(move || engine.set_target_inhibit(&source, &target, req.inhibit)).await?;
+    tracing::info!(source = %info.source, target = %info.target, inhibit = req.inhibit, "target write inhibit changed");
+    Ok(Json(info.into()))
+}
+
+async fn set_revertible(
+    State(engine): State<Engine>,
+    pair: Result<Path<(String, String)>, PathRejection>,
+) -> ApiResult<Json<Flash>> {
+    let Path((source, target)) = pair?;
+    let info = blocking(move || engine.set_revertible(&source, &target)).await?;
+    tracing::info!(source = %info.source, target = %info.target, "FlashCopy made revertible");
+    Ok(Json(info.into()))
+}
+
+/// Commit or revert of a revertible resync.
+#[derive(Debug, Clone, Copy)]
+enum Settle {
+    Commit,
+    Revert,
+}
+
+impl Settle {
+    fn apply(self, engine: &Engine, source: &str, target: &str) -> Result<Flash, ApiError> {
+        let info = match self {
+            Settle::Commit => engine.commit_revertible(source, target)?,
+            Settle::Revert => engine.revert(source, target)?,
+        };
+        tracing::info!(source, target, action = ?self, "revertible FlashCopy settled");
+        Ok(info.into())
+    }
+
+    fn verb(self) -> &'static str {
+        match self {
+            Settle::Commit => "commit",
+            Settle::Revert => "revert",
+        }
+    }
+}
+
+/// Refuses, before anything changes, a relationship with no revertible
+/// resync pending.
+fn check_revertible(f: &tzero_engine::FlashInfo, what: Settle) -> Result<(), ApiError> {
+    if f.revert_pending {
+        return Ok(());
+    }
+    let hint = if f.revertible {
+        "setflashrevertible was done, but no resync has happened since"
+    } else {
+        "make it revertible with setflashrevertible, then resync"
+    };
+    Err(refuse(
+        "not_revertible",
+        format!(
+            "{}:{} is not revertible: there is no revertible resync to {} ({hint})",
+            f.source,
+            f.target,
+            what.verb()
+        ),
+    ))
+}
+
+async fn settle_pair(
+    engine: Engine,
+    pair: Result<Path<(String, String)>, PathRejection>,
+    what: Settle,
+) -> ApiResult<Json<Flash>> {
+    let Path((source, target)) = pair?;
+    let info = blocking(move || {
+        check_revertible(&engine.relationship(&source, &target)?, what)?;
+        what.apply(&engine, &source, &target)
+    })
+    .await?;
+    Ok(Json(info))
+}
+
+async fn commit_pair(
+    State(engine): State<Engine>,
+    pair: Result<Path<(String, String)>, PathRejection>,
+) -> ApiResult<Json<Flash>> {
+    settle_pair(engine, pair, Settle::Commit).await
+}
+
+async fn revert_pair(
+    State(engine): State<Engine>,
+    pair: Result<Path<(String, String)>, PathRejection>,
+) -> ApiResult<Json<Flash>> {
+    settle_pair(engine, pair, Settle::Revert).await
+}
+
+/// Commits or reverts every relationship with a sequence number; all of
+/// them must be revertible, or none is touched.
+async fn settle_seqnum(
+    engine: Engine,
+    query: Result<Query<SeqnumQuery>, QueryRejection>,
+    what: Settle,
+) -> ApiResult<Json<Vec<Flash>>> {
+    let Query(q) = query?;
+    let Some(seqnum) = q.seqnum else {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            format!(
+                "POST /v1/flash/{} needs ?seqnum=N (or use /v1/flash/SOURCE/TARGET/{})",
+                what.verb(),
+                what.verb()
+            ),
+        ));
+    };
+    let done = blocking(move || {
+        let rels: Vec<_> = engine
+            .relationships()
+            .into_iter()
+            .filter(|f| f.seqnum == seqnum)
+            .collect();
+        if rels.is_empty() {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "relationship_not_found",
+                format!("no FlashCopy relationship has sequence number {seqnum}"),
+            ));
+        }
+        for f in &rels {
+            check_revertible(f, what)?;
+        }
+        rels.iter()
+            .map(|f| what.apply(&engine, &f.source, &f.target))
+            .collect::<Result<Vec<_>, ApiError>>()
+    })
+    .await?;
+    Ok(Json(done))
+}
+
+async fn commit_by_seqnum(
+    State(engine): State<Engine>,
+    query: Result<Query<SeqnumQuery>, QueryRejection>,
+) -> ApiResult<Json<Vec<Flash>>> {
+    settle_seqnum(engine, query, Settle::Commit).await
+}
+
+async fn revert_by_seqnum(
+    State(engine): State<Engine>,
+    query: Result<Query<SeqnumQuery>, QueryRejection>,
+) -> ApiResult<Json<Vec<Flash>>> {
+    settle_seqnum(engine, query, Settle::Revert).await
+}
+
+async fn list_pools(State(engine): State<Engine>) -> ApiResult<Json<Vec<Pool>>> {
+    let pools = blocking(move || Ok::<_, Infallible>(engine.pools())).await?;
+    Ok(Json(pools.into_iter().map(Pool::from).collect()))
+}
+
+async fn create_pool(
+    State(engine): State<Engine>,
+    body: Result<Json<CreatePool>, JsonRejection>,
+) -> ApiResult<(StatusCode, Json<Pool>)> {
+    let Json(req) = body?;
+    let info = blocking(move || engine.create_pool(&req.name, req.capacity_bytes)).await?;
+    tracing::info!(pool = %info.name, capacity = info.capacity_bytes, "extent pool created");
+    Ok((StatusCode::CREATED, Json(info.into())))
+}
+
+async fn get_pool(
+    State(engine): State<Engine>,
+    name: Result<Path<String>, PathRejection>,
+) -> ApiResult<Json<Pool>> {
+    let Path(name) = name?;
+    let info = blocking(move || engine.pool(&name)).await?;
+    Ok(Json(info.into()))
+}
+
+async fn delete_pool(
+    State(engine): State<Engine>,
+    name: Result<Path<String>, PathRejection>,
+) -> ApiResult<StatusCode> {
+    let Path(name) = name?;
+    let logged = name.clone();
+    blocking(move || engine.delete_pool(&name)).await?;
+    tracing::info!(pool = %logged, "extent pool deleted");
+    Ok(StatusCode::NO_CONTENT)
+}
+
 async fn openapi() -> Json<serde_json::Value> {
     Json(crate::api::openapi_document())
 }
@@ -437,6 +818,9 @@ pub fn openapi_document() -> serde_json::Value {
         {"name": "target", "in": "path", "required": true, "schema": {"type": "string"}}
     ]);
     let flash_ok = |desc: &str| json!({"description": desc, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Flash"}}}});
+    let flash_list = |desc: &str| json!({"description": desc, "content": {"application/json": {"schema": {"type": "array", "items": {"$ref": "#/components/schemas/Flash"}}}}});
+    let vol_list = |desc: &str| json!({"description": desc, "content": {"application/json": {"schema": {"type": "array", "items": {"$ref": "#/components/schemas/Volume"}}}}});
+    let seqnum_param = json!({"name": "seqnum", "in": "query", "required": true, "schema": {"type": "integer", "format": "int32"}});
     json!({
         "openapi": "3.0.3",
         "info": {
@@ -455,7 +839,9 @@ pub fn openapi_document() -> serde_json::Value {
                             "volume_in_use", "relationship_not_found", "same_volume", "volume_mismatch", "target_has_source",
                             "too_many_targets", "flash_refused", "already_copy", "relationship_failed", "storage_error",
                             "catalog_error", "engine_poisoned", "internal_error", "malformed_json", "unsupported_media_type",
-                            "invalid_body", "invalid_path", "invalid_query", "unauthorized", "route_not_found", "method_not_allowed"]},
+                            "invalid_body", "invalid_path", "invalid_query", "unauthorized", "route_not_found", "method_not_allowed",
+                            "pool_not_found", "pool_exists", "pool_in_use", "pool_too_small", "needs_pool", "no_space",
+                            "not_a_source", "not_frozen", "not_revertible", "write_inhibited", "out_of_range", "shutting_down"]},
                         "message": {"type": "string"}}}}
                 },
                 "Volume": {
@@ -469,20 +855,79 @@ pub fn openapi_document() -> serde_json::Value {
                         "created_ms": {"type": "integer", "format": "int64", "description": "ms since the Unix epoch"},
                         "source_of": {"type": "array", "items": {"type": "string"}},
                         "target_of": {"type": "string", "nullable": true},
-                        "contents_undefined": {"type": "boolean"}
+                        "contents_undefined": {"type": "boolean"},
+                        "pool": {"type": "string", "nullable": true, "description": "extent pool; null for a sparse volume"},
+                        "provisioning": {"type": "string", "enum": ["sparse", "standard", "thin"], "description": "sparse file, fully allocated in a pool, or space-efficient (DSCLI -sam ese; allocated_bytes is its allocated tracks)"},
+                        "frozen": {"type": "boolean", "description": "host writes are held by a freeze"},
+                        "write_inhibited": {"type": "boolean", "description": "target of a relationship with target write inhibit: read-only to hosts"}
                     }
+                },
+                "Pool": {
+                    "type": "object",
+                    "required": ["name", "capacity_bytes", "used_bytes", "free_bytes", "volumes", "created_ms"],
+                    "properties": {
+                        "name": {"type": "string"},
+                        "capacity_bytes": {"type": "integer", "format": "int64"},
+                        "used_bytes": {"type": "integer", "format": "int64", "description": "reserved by standard volumes plus allocated by thin ones"},
+                        "free_bytes": {"type": "integer", "format": "int64"},
+                        "volumes": {"type": "integer"},
+                        "created_ms": {"type": "integer", "format": "int64"}
+                    }
+                },
+                "CreatePool": {
+                    "type": "object", "required": ["name", "capacity_bytes"], "additionalProperties": false,
+                    "properties": {
+                        "name": {"type": "string"},
+                        "capacity_bytes": {"type": "integer", "format": "int64", "minimum": 1}
+                    }
+                },
+                "FlashPair": {
+                    "type": "object", "required": ["source", "target"], "additionalProperties": false,
+                    "properties": {"source": {"type": "string"}, "target": {"type": "string"}}
+                },
+                "EstablishGroup": {
+                    "type": "object", "required": ["pairs"], "additionalProperties": false,
+                    "description": "a consistency group: every pair at one T0, ordered against host writes on all sources",
+                    "properties": {
+                        "pairs": {"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/FlashPair"}},
+                        "background_copy": {"type": "boolean", "default": true},
+                        "persistent": {"type": "boolean", "default": false},
+                        "copy_rate": {"type": "integer", "format": "int64", "default": 0},
+                        "recording": {"type": "boolean", "default": false},
+                        "target_inhibit": {"type": "boolean", "default": false},
+                        "seqnum": {"type": "integer", "format": "int32", "default": 0},
+                        "freeze": {"type": "boolean", "default": false, "description": "then hold host writes to the sources (queued, never failed; reads go on) until POST /v1/unfreeze or the timeout"},
+                        "freeze_timeout_secs": {"type": "integer", "format": "int64", "default": 120, "description": "held writes resume by themselves after this"}
+                    }
+                },
+                "Freeze": {
+                    "type": "object", "required": ["volumes"], "additionalProperties": false,
+                    "properties": {
+                        "volumes": {"type": "array", "minItems": 1, "items": {"type": "string"}, "description": "sources of FlashCopy relationships"},
+                        "timeout_secs": {"type": "integer", "format": "int64", "default": 120}
+                    }
+                },
+                "Unfreeze": {
+                    "type": "object", "required": ["volumes"], "additionalProperties": false,
+                    "properties": {"volumes": {"type": "array", "minItems": 1, "items": {"type": "string"}}}
+                },
+                "TargetInhibit": {
+                    "type": "object", "required": ["inhibit"], "additionalProperties": false,
+                    "properties": {"inhibit": {"type": "boolean"}}
                 },
                 "CreateVolume": {
                     "type": "object", "required": ["name", "capacity_bytes"], "additionalProperties": false,
                     "properties": {
                         "name": {"type": "string", "pattern": "^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}$"},
                         "capacity_bytes": {"type": "integer", "format": "int64", "minimum": 512},
-                        "track_size": {"type": "integer", "format": "int64", "default": 65536, "description": "power of two, 4096..1048576"}
+                        "track_size": {"type": "integer", "format": "int64", "default": 65536, "description": "power of two, 4096..1048576"},
+                        "pool": {"type": "string", "description": "extent pool to allocate from (mkfbvol -extpool)"},
+                        "space_efficient": {"type": "boolean", "default": false, "description": "thin (mkfbvol -sam ese); needs pool. With a pool and false: standard, fully allocated"}
                     }
                 },
                 "Flash": {
                     "type": "object",
-                    "required": ["id", "source", "target", "background_copy", "persistent", "copy_rate", "state", "out_of_sync_tracks", "total_tracks", "track_size", "created_ms", "synced_ms", "failure", "recording", "changed_tracks", "withdraw_pending"],
+                    "required": ["id", "source", "target", "background_copy", "persistent", "copy_rate", "state", "out_of_sync_tracks", "total_tracks", "track_size", "created_ms", "synced_ms", "failure", "recording", "changed_tracks", "withdraw_pending", "target_write_inhibit", "seqnum", "revertible", "revert_pending"],
                     "properties": {
                         "id": {"type": "integer", "format": "int64"},
                         "source": {"type": "string"},
@@ -499,7 +944,11 @@ pub fn openapi_document() -> serde_json::Value {
                         "failure": {"type": "string", "nullable": true},
                         "recording": {"type": "boolean", "description": "change recording (incremental FlashCopy)"},
                         "changed_tracks": {"type": "integer", "format": "int64", "description": "tracks changed on either volume since T0 (what a resync copies again); 0 without recording"},
-                        "withdraw_pending": {"type": "boolean", "description": "the relationship ends when its background copy completes (DELETE ?cp=true)"}
+                        "withdraw_pending": {"type": "boolean", "description": "the relationship ends when its background copy completes (DELETE ?cp=true)"},
+                        "target_write_inhibit": {"type": "boolean", "description": "hosts may not write the target"},
+                        "seqnum": {"type": "integer", "format": "int32", "description": "sequence number given at establish, 0 if none"},
+                        "revertible": {"type": "boolean", "description": "the next resync keeps the previous point in time restorable"},
+                        "revert_pending": {"type": "boolean", "description": "a revertible resync awaits commit or revert"}
                     }
                 },
                 "Establish": {
@@ -510,7 +959,9 @@ pub fn openapi_document() -> serde_json::Value {
                         "background_copy": {"type": "boolean", "default": true},
                         "persistent": {"type": "boolean", "default": false},
                         "copy_rate": {"type": "integer", "format": "int64", "default": 0, "description": "bytes per second, 0 = unlimited"},
-                        "recording": {"type": "boolean", "default": false, "description": "record changes on both volumes, for resync and reverse (DSCLI -record; use with persistent)"}
+                        "recording": {"type": "boolean", "default": false, "description": "record changes on both volumes, for resync and reverse (DSCLI -record; use with persistent)"},
+                        "target_inhibit": {"type": "boolean", "default": false, "description": "hosts may not write the target (DSCLI -tgtinhibit)"},
+                        "seqnum": {"type": "integer", "format": "int32", "default": 0, "description": "sequence number (DSCLI -seqnum)"}
                     }
                 },
                 "Resync": {
@@ -646,6 +1097,128 @@ pub fn openapi_document() -> serde_json::Value {
                         "422": err("body does not match the schema"),
                         "500": err("storage or catalog failure")}}
             },
+            "/v1/pools": {
+                "get": {"summary": "List extent pools (lsextpool)", "operationId": "listPools", "responses": {
+                    "200": {"description": "all pools", "content": {"application/json": {"schema": {"type": "array", "items": {"$ref": "#/components/schemas/Pool"}}}}},
+                    "401": err("missing or wrong token")}},
+                "post": {"summary": "Create an extent pool (mkextpool)", "operationId": "createPool",
+                    "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CreatePool"}}}},
+                    "responses": {
+                        "201": {"description": "created", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Pool"}}}},
+                        "400": err("invalid_name, invalid_capacity, malformed JSON"),
+                        "401": err("missing or wrong token"),
+                        "409": err("pool_exists"),
+                        "422": err("body does not match the schema"),
+                        "500": err("catalog failure")}}
+            },
+            "/v1/pools/{name}": {
+                "parameters": [{"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}],
+                "get": {"summary": "Show one extent pool", "operationId": "getPool", "responses": {
+                    "200": {"description": "the pool", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Pool"}}}},
+                    "401": err("missing or wrong token"),
+                    "404": err("pool_not_found")}},
+                "delete": {"summary": "Delete an empty extent pool (rmextpool)", "operationId": "deletePool", "responses": {
+                    "204": {"description": "deleted"},
+                    "401": err("missing or wrong token"),
+                    "404": err("pool_not_found"),
+                    "409": err("pool_in_use: the pool still holds volumes"),
+                    "500": err("catalog failure")}}
+            },
+            "/v1/flash/group": {
+                "post": {"summary": "Establish a consistency group (mkflash with several pairs, or --freeze): one T0 for all pairs, all or none", "operationId": "establishGroup",
+                    "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/EstablishGroup"}}}},
+                    "responses": {
+                        "201": flash_list("the relationships, in the order given"),
+                        "400": err("invalid_body (no pairs), same_volume, volume_mismatch, malformed JSON"),
+                        "401": err("missing or wrong token"),
+                        "404": err("volume_not_found"),
+                        "409": err("target_has_source, too_many_targets, flash_refused (cycle, a target named twice or also a source)"),
+                        "422": err("body does not match the schema"),
+                        "500": err("storage or catalog failure")}}
+            },
+            "/v1/flash/commit": {
+                "post": {"summary": "Commit every revertible resync with a sequence number (commitflash -seqnum); all must be revertible, or none is changed", "operationId": "commitBySeqnum",
+                    "parameters": [seqnum_param.clone()],
+                    "responses": {
+                        "200": flash_list("the committed relationships"),
+                        "400": err("invalid_query: seqnum missing"),
+                        "401": err("missing or wrong token"),
+                        "404": err("relationship_not_found: none has this sequence number"),
+                        "409": err("not_revertible"),
+                        "500": err("storage or catalog failure")}}
+            },
+            "/v1/flash/revert": {
+                "post": {"summary": "Revert every revertible resync with a sequence number (revertflash -seqnum): targets return to their previous point in time; all must be revertible, or none is changed", "operationId": "revertBySeqnum",
+                    "parameters": [seqnum_param.clone()],
+                    "responses": {
+                        "200": flash_list("the reverted relationships"),
+                        "400": err("invalid_query: seqnum missing"),
+                        "401": err("missing or wrong token"),
+                        "404": err("relationship_not_found: none has this sequence number"),
+                        "409": err("not_revertible, flash_refused"),
+                        "500": err("storage or catalog failure")}}
+            },
+            "/v1/freeze": {
+                "post": {"summary": "Freeze FlashCopy sources (freezeflash): host writes are held, never failed, until POST /v1/unfreeze or the timeout; reads go on", "operationId": "freeze",
+                    "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Freeze"}}}},
+                    "responses": {
+                        "200": vol_list("the frozen volumes"),
+                        "400": err("invalid_body (no volumes), malformed JSON"),
+                        "401": err("missing or wrong token"),
+                        "404": err("volume_not_found"),
+                        "409": err("not_a_source: only sources of relationships can be frozen"),
+                        "422": err("body does not match the schema")}}
+            },
+            "/v1/unfreeze": {
+                "post": {"summary": "Release held writes (unfreezeflash)", "operationId": "unfreeze",
+                    "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Unfreeze"}}}},
+                    "responses": {
+                        "200": vol_list("the released volumes"),
+                        "400": err("invalid_body (no volumes), malformed JSON"),
+                        "401": err("missing or wrong token"),
+                        "404": err("volume_not_found"),
+                        "409": err("not_frozen: a named volume holds no writes (nothing is changed)"),
+                        "422": err("body does not match the schema")}}
+            },
+            "/v1/flash/{source}/{target}/target-inhibit": {
+                "parameters": pair_params,
+                "put": {"summary": "Set or lift target write inhibit (mkflash -tgtinhibit; rmflash -resettgtinhibit lifts it without withdrawing)", "operationId": "setTargetInhibit",
+                    "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/TargetInhibit"}}}},
+                    "responses": {
+                        "200": flash_ok("changed; new NBD connections to the target see the new read-only flag"),
+                        "400": err("malformed JSON"),
+                        "401": err("missing or wrong token"),
+                        "404": err("relationship_not_found"),
+                        "422": err("body does not match the schema"),
+                        "500": err("catalog failure")}}
+            },
+            "/v1/flash/{source}/{target}/revertible": {
+                "parameters": pair_params,
+                "post": {"summary": "Make an incremental relationship revertible (setflashrevertible): its next resync can be committed or reverted", "operationId": "setRevertible", "responses": {
+                    "200": flash_ok("revertible set"),
+                    "401": err("missing or wrong token"),
+                    "404": err("relationship_not_found"),
+                    "409": err("flash_refused: no change recording, or a revertible resync is already pending"),
+                    "500": err("catalog failure")}}
+            },
+            "/v1/flash/{source}/{target}/commit": {
+                "parameters": pair_params,
+                "post": {"summary": "Commit a revertible resync (commitflash)", "operationId": "commit", "responses": {
+                    "200": flash_ok("committed"),
+                    "401": err("missing or wrong token"),
+                    "404": err("relationship_not_found"),
+                    "409": err("not_revertible"),
+                    "500": err("storage or catalog failure")}}
+            },
+            "/v1/flash/{source}/{target}/revert": {
+                "parameters": pair_params,
+                "post": {"summary": "Revert a revertible resync (revertflash): the target returns to its previous point in time", "operationId": "revert", "responses": {
+                    "200": flash_ok("reverted"),
+                    "401": err("missing or wrong token"),
+                    "404": err("relationship_not_found"),
+                    "409": err("not_revertible, flash_refused"),
+                    "500": err("storage or catalog failure")}}
+            },
             "/v1/openapi.json": {
                 "get": {"summary": "This document", "operationId": "openapi", "responses": {
                     "200": {"description": "OpenAPI 3 document", "content": {"application/json": {"schema": {"type": "object"}}}},
@@ -685,6 +1258,27 @@ mod tests {
         assert_eq!((s, c), (StatusCode::INTERNAL_SERVER_ERROR, "storage_error"));
         let (s, c) = flash_error(&FlashError::Unsupported("a cycle".into()));
         assert_eq!((s, c), (StatusCode::CONFLICT, "flash_refused"));
+        let (s, c) = volume_error(&VolumeError::PoolNotFound("p".into()));
+        assert_eq!((s, c), (StatusCode::NOT_FOUND, "pool_not_found"));
+        let (s, c) = volume_error(&VolumeError::PoolExists("p".into()));
+        assert_eq!((s, c), (StatusCode::CONFLICT, "pool_exists"));
+        let (s, c) = volume_error(&VolumeError::PoolInUse("p".into(), 2));
+        assert_eq!((s, c), (StatusCode::CONFLICT, "pool_in_use"));
+        let (s, c) = volume_error(&VolumeError::PoolTooSmall {
+            pool: "p".into(),
+            needed: 2,
+            free: 1,
+        });
+        assert_eq!((s, c), (StatusCode::CONFLICT, "pool_too_small"));
+        let (s, c) = volume_error(&VolumeError::NeedsPool("v".into()));
+        assert_eq!((s, c), (StatusCode::BAD_REQUEST, "needs_pool"));
+        let enospc = std::io::Error::from_raw_os_error(28);
+        let (s, c) = flash_error(&FlashError::Storage(enospc));
+        assert_eq!((s, c), (StatusCode::INSUFFICIENT_STORAGE, "no_space"));
+        let (s, c) = io_error(&IoError::ReadOnly("t".into()));
+        assert_eq!((s, c), (StatusCode::CONFLICT, "write_inhibited"));
+        let (s, c) = io_error(&IoError::NoSpace("t".into()));
+        assert_eq!((s, c), (StatusCode::INSUFFICIENT_STORAGE, "no_space"));
         let msg =
             ApiError::from(FlashError::Storage(std::io::Error::other("disk on fire"))).message;
         assert!(msg.ends_with(": disk on fire"), "{msg}");
@@ -694,7 +1288,33 @@ mod tests {
     fn openapi_lists_every_route() {
         let doc = openapi_document();
         let paths = doc["paths"].as_object().map(|p| p.len()).unwrap_or(0);
-        assert_eq!(paths, 9);
+        assert_eq!(paths, 20);
+        // Every route of the router is documented, and every documented
+        // error code is one the code can produce.
+        let text = doc.to_string();
+        for path in [
+            "/v1/pools/{name}",
+            "/v1/flash/group",
+            "/v1/flash/commit",
+            "/v1/flash/revert",
+            "/v1/freeze",
+            "/v1/unfreeze",
+            "/v1/flash/{source}/{target}/target-inhibit",
+            "/v1/flash/{source}/{target}/revertible",
+            "/v1/flash/{source}/{target}/commit",
+            "/v1/flash/{source}/{target}/revert",
+        ] {
+            assert!(doc["paths"][path].is_object(), "{path} missing");
+        }
+        for code in [
+            "pool_too_small",
+            "needs_pool",
+            "not_frozen",
+            "not_a_source",
+            "not_revertible",
+        ] {
+            assert!(text.contains(code), "{code} missing");
+        }
         assert_eq!(doc["openapi"], "3.0.3");
     }
 }

@@ -31,6 +31,55 @@ pub struct Volume {
     /// earlier data.
     #[serde(default)]
     pub contents_undefined: bool,
+    /// Extent pool the volume is allocated from; none for a sparse volume.
+    #[serde(default)]
+    pub pool: Option<String>,
+    /// How the volume takes space: `sparse` (a file outside any pool),
+    /// `standard` (fully allocated in its pool) or `thin` (space-efficient,
+    /// DSCLI `-sam ese`: pool space per track written or copied).
+    #[serde(default)]
+    pub provisioning: Provisioning,
+    /// Host writes are held by a freeze (`mkflash --freeze`, `freezeflash`).
+    #[serde(default)]
+    pub frozen: bool,
+    /// Hosts may not write: the target of a relationship with target write
+    /// inhibit (exported read-only over NBD).
+    #[serde(default)]
+    pub write_inhibited: bool,
+}
+
+/// Storage allocation method of a volume.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Provisioning {
+    /// A sparse file outside any pool.
+    #[default]
+    Sparse,
+    /// Fully allocated from an extent pool at creation.
+    Standard,
+    /// Space-efficient: pool space only for tracks written or copied.
+    Thin,
+}
+
+impl From<tzero_engine::Provisioning> for Provisioning {
+    fn from(p: tzero_engine::Provisioning) -> Self {
+        match p {
+            tzero_engine::Provisioning::Sparse => Provisioning::Sparse,
+            tzero_engine::Provisioning::Standard => Provisioning::Standard,
+            tzero_engine::Provisioning::Thin => Provisioning::Thin,
+        }
+    }
+}
+
+impl Provisioning {
+    /// DSCLI's storage allocation method name (`-sam`), "-" for sparse.
+    pub fn sam(self) -> &'static str {
+        match self {
+            Provisioning::Sparse => "-",
+            Provisioning::Standard => "standard",
+            Provisioning::Thin => "ese",
+        }
+    }
 }
 
 impl From<tzero_engine::VolumeInfo> for Volume {
@@ -44,6 +93,10 @@ impl From<tzero_engine::VolumeInfo> for Volume {
             source_of: v.source_of,
             target_of: v.target_of,
             contents_undefined: v.contents_undefined,
+            pool: v.pool,
+            provisioning: v.provisioning.into(),
+            frozen: v.frozen,
+            write_inhibited: v.write_inhibited,
         }
     }
 }
@@ -57,6 +110,49 @@ pub struct CreateVolume {
     /// Defaults to 64 KiB, the DS8000 fixed-block track.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub track_size: Option<u64>,
+    /// Extent pool to allocate from (DSCLI `-extpool`); without one the
+    /// volume is a sparse file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
+    /// Space-efficient (DSCLI `-sam ese`); needs `pool`. False with a pool
+    /// is a standard, fully allocated volume.
+    #[serde(default)]
+    pub space_efficient: bool,
+}
+
+/// An extent pool (`GET /v1/pools`, `GET /v1/pools/{name}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pool {
+    pub name: String,
+    pub capacity_bytes: u64,
+    /// Reserved by standard volumes plus allocated by thin ones.
+    pub used_bytes: u64,
+    pub free_bytes: u64,
+    /// Volumes allocated from the pool.
+    pub volumes: usize,
+    /// Creation time, milliseconds since the Unix epoch.
+    pub created_ms: u64,
+}
+
+impl From<tzero_engine::PoolInfo> for Pool {
+    fn from(p: tzero_engine::PoolInfo) -> Self {
+        Pool {
+            name: p.name,
+            capacity_bytes: p.capacity_bytes,
+            used_bytes: p.used_bytes,
+            free_bytes: p.free_bytes,
+            volumes: p.volumes,
+            created_ms: p.created_ms,
+        }
+    }
+}
+
+/// `POST /v1/pools` (DSCLI `mkextpool`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreatePool {
+    pub name: String,
+    pub capacity_bytes: u64,
 }
 
 /// State of a FlashCopy relationship.
@@ -127,6 +223,20 @@ pub struct Flash {
     /// `rmflash --cp` is waiting for the background copy to complete.
     #[serde(default)]
     pub withdraw_pending: bool,
+    /// Hosts may not write the target (DSCLI `-tgtinhibit`).
+    #[serde(default)]
+    pub target_write_inhibit: bool,
+    /// Sequence number given at establish (DSCLI `-seqnum`), 0 if none.
+    #[serde(default)]
+    pub seqnum: u32,
+    /// `setflashrevertible` was done: the next resync keeps the previous
+    /// point in time restorable.
+    #[serde(default)]
+    pub revertible: bool,
+    /// A revertible resync happened: `commit` keeps it, `revert` rolls the
+    /// target back to the previous point in time.
+    #[serde(default)]
+    pub revert_pending: bool,
 }
 
 impl From<tzero_engine::FlashInfo> for Flash {
@@ -148,6 +258,10 @@ impl From<tzero_engine::FlashInfo> for Flash {
             recording: f.recording,
             changed_tracks: f.changed_tracks,
             withdraw_pending: f.withdraw_pending,
+            target_write_inhibit: f.target_write_inhibit,
+            seqnum: f.seqnum,
+            revertible: f.revertible,
+            revert_pending: f.revert_pending,
         }
     }
 }
@@ -171,6 +285,79 @@ pub struct Establish {
     /// incrementally or reversed (`-record`; DSCLI wants `-persist` too).
     #[serde(default)]
     pub recording: bool,
+    /// Hosts may not write the target while the relationship lasts
+    /// (`-tgtinhibit`); lifted by `PUT .../target-inhibit`.
+    #[serde(default)]
+    pub target_inhibit: bool,
+    /// Sequence number (`-seqnum`): selects relationships for listing,
+    /// commit and revert.
+    #[serde(default)]
+    pub seqnum: u32,
+}
+
+/// A `{source, target}` pair of a consistency group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlashPair {
+    pub source: String,
+    pub target: String,
+}
+
+/// Default freeze timeout: DS8000's extended long busy default.
+pub const DEFAULT_FREEZE_TIMEOUT_SECS: u64 = 120;
+
+/// `POST /v1/flash/group`: a consistency group, every pair at one T0,
+/// ordered against host writes on all sources. With `freeze`, host writes
+/// to the sources are then held (queued, never failed; reads go on) until
+/// `POST /v1/unfreeze` or `freeze_timeout_secs`, when they resume by
+/// themselves.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EstablishGroup {
+    pub pairs: Vec<FlashPair>,
+    #[serde(default = "default_true")]
+    pub background_copy: bool,
+    #[serde(default)]
+    pub persistent: bool,
+    #[serde(default)]
+    pub copy_rate: u64,
+    #[serde(default)]
+    pub recording: bool,
+    #[serde(default)]
+    pub target_inhibit: bool,
+    #[serde(default)]
+    pub seqnum: u32,
+    #[serde(default)]
+    pub freeze: bool,
+    #[serde(default = "default_freeze_timeout")]
+    pub freeze_timeout_secs: u64,
+}
+
+fn default_freeze_timeout() -> u64 {
+    DEFAULT_FREEZE_TIMEOUT_SECS
+}
+
+/// `POST /v1/freeze`: hold host writes to sources (`freezeflash`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Freeze {
+    pub volumes: Vec<String>,
+    #[serde(default = "default_freeze_timeout")]
+    pub timeout_secs: u64,
+}
+
+/// `POST /v1/unfreeze`: release held writes (`unfreezeflash`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Unfreeze {
+    pub volumes: Vec<String>,
+}
+
+/// `PUT /v1/flash/{source}/{target}/target-inhibit`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetInhibit {
+    pub inhibit: bool,
 }
 
 /// `POST /v1/flash/{source}/{target}/resync`: a new T0 for a recording

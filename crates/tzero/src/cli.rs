@@ -14,9 +14,12 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::api_types::{CreateVolume, Establish, Flash, FlashState, Resync, Reverse, Volume};
+use crate::api_types::{
+    CreatePool, CreateVolume, Establish, EstablishGroup, Flash, FlashPair, FlashState, Freeze,
+    Resync, Reverse, Unfreeze, Volume, DEFAULT_FREEZE_TIMEOUT_SECS,
+};
 use crate::client::{parse_api_addr, Client, ClientError, Endpoint};
-use crate::output::{flash_table, print_json, volume_table};
+use crate::output::{flash_table, pool_table, print_json, volume_table};
 use crate::units::{format_size, parse_size};
 
 /// Default TCP address of the API.
@@ -87,7 +90,8 @@ pub enum Command {
     /// List FlashCopy relationships.
     Lsflash(LsflashArgs),
     /// Withdraw FlashCopy relationships, now or (--cp) when their
-    /// background copy completes.
+    /// background copy completes; --resettgtinhibit instead lifts target
+    /// write inhibit and keeps the relationships.
     Rmflash(RmflashArgs),
     /// Change a FlashCopy relationship: `--cp` starts the background copy of
     /// a NOCOPY relationship.
@@ -100,6 +104,94 @@ pub enum Command {
     /// Reverse restore: the source gets the target's point-in-time data
     /// back; the relationship is then TGT:SRC.
     Reverseflash(ReverseflashArgs),
+    /// Release write I/O held by `mkflash --freeze` or `freezeflash`.
+    Unfreezeflash(UnfreezeflashArgs),
+    /// Hold write I/O to FlashCopy sources (queued, never failed; reads go
+    /// on) until unfreezeflash or the timeout.
+    Freezeflash(FreezeflashArgs),
+    /// Make incremental relationships revertible: their next resyncflash
+    /// can be undone (revertflash) or made permanent (commitflash).
+    Setflashrevertible(PairsArgs),
+    /// Make the point in time of a revertible resync permanent.
+    Commitflash(SettleArgs),
+    /// Roll targets back to the point in time before their revertible resync.
+    Revertflash(SettleArgs),
+    /// Create an extent pool: space for standard and space-efficient volumes.
+    Mkextpool(MkextpoolArgs),
+    /// List extent pools with their capacity, used and free space.
+    Lsextpool(LsextpoolArgs),
+    /// Delete empty extent pools.
+    Rmextpool(RmextpoolArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct UnfreezeflashArgs {
+    /// Source volumes whose writes are held.
+    #[arg(required = true, value_name = "SRC")]
+    pub volumes: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct FreezeflashArgs {
+    /// Release the held writes by themselves after this many seconds.
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_FREEZE_TIMEOUT_SECS)]
+    pub timeout: u64,
+    /// Source volumes to freeze.
+    #[arg(required = true, value_name = "SRC")]
+    pub volumes: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PairsArgs {
+    #[arg(required = true, value_name = "SRC:TGT", value_parser = pair)]
+    pub pairs: Vec<Pair>,
+}
+
+#[derive(Debug, Args)]
+pub struct SettleArgs {
+    /// Every relationship established with this sequence number
+    /// (mkflash --seqnum); all must be revertible, or none is changed.
+    #[arg(
+        long,
+        value_name = "N",
+        required_unless_present = "pairs",
+        conflicts_with = "pairs"
+    )]
+    pub seqnum: Option<u32>,
+    #[arg(value_name = "SRC:TGT", value_parser = pair)]
+    pub pairs: Vec<Pair>,
+}
+
+#[derive(Debug, Args)]
+pub struct MkextpoolArgs {
+    /// Capacity of the pool, e.g. 100GiB.
+    #[arg(long, value_name = "SIZE", value_parser = size)]
+    pub cap: u64,
+    /// Name of the pool.
+    #[arg(value_name = "NAME")]
+    pub name: String,
+}
+
+#[derive(Debug, Args)]
+pub struct LsextpoolArgs {
+    /// Only these pools.
+    #[arg(value_name = "NAME")]
+    pub names: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RmextpoolArgs {
+    #[arg(required = true, value_name = "NAME")]
+    pub names: Vec<String>,
+}
+
+/// DSCLI's storage allocation methods (`-sam`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Sam {
+    /// Fully allocated: the whole capacity is taken from the pool at creation.
+    Standard,
+    /// Extent space-efficient (thin): pool space only for tracks written or copied.
+    Ese,
 }
 
 #[derive(Debug, Args)]
@@ -120,6 +212,12 @@ pub struct MkfbvolArgs {
     /// Track size: the unit of copy, a power of two from 4KiB to 1MiB.
     #[arg(long, value_name = "SIZE", value_parser = size)]
     pub track_size: Option<u64>,
+    /// Extent pool to allocate from; without it a volume is a sparse file.
+    #[arg(long, value_name = "NAME")]
+    pub extpool: Option<String>,
+    /// Storage allocation method in the pool [default: standard].
+    #[arg(long, value_enum, value_name = "METHOD", requires = "extpool")]
+    pub sam: Option<Sam>,
     /// Names of the volumes to create.
     #[arg(required = true, value_name = "NAME")]
     pub names: Vec<String>,
@@ -163,7 +261,23 @@ pub struct MkflashArgs {
     /// Wait until the background copy completes, showing progress on a terminal.
     #[arg(long)]
     pub wait: bool,
-    /// Relationships as SOURCE:TARGET.
+    /// Hold write I/O to the sources after T0 (queued, never failed; reads go
+    /// on) until `unfreezeflash` or --freeze-timeout.
+    #[arg(long)]
+    pub freeze: bool,
+    /// Seconds after which frozen writes resume by themselves.
+    #[arg(long, value_name = "SECS", requires = "freeze", default_value_t = DEFAULT_FREEZE_TIMEOUT_SECS)]
+    pub freeze_timeout: u64,
+    /// Target write inhibit: hosts may not write the targets (they are
+    /// exported read-only) until `rmflash --resettgtinhibit`.
+    #[arg(long)]
+    pub tgtinhibit: bool,
+    /// Sequence number, to select the relationships later (lsflash,
+    /// commitflash, revertflash --seqnum).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub seqnum: u32,
+    /// Relationships as SOURCE:TARGET. Several pairs are one consistency
+    /// group: one T0 for all, ordered against host writes on every source.
     #[arg(required = true, value_name = "SRC:TGT", value_parser = pair)]
     pub pairs: Vec<Pair>,
 }
@@ -173,8 +287,12 @@ pub struct RmflashArgs {
     /// Turn the background copy on and withdraw each relationship when its
     /// copy completes, so the target is left a full point-in-time copy.
     /// Without it an incomplete copy leaves the target's contents undefined.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "resettgtinhibit")]
     pub cp: bool,
+    /// Lift target write inhibit WITHOUT withdrawing: the relationship
+    /// stays, its targets become writable again.
+    #[arg(long)]
+    pub resettgtinhibit: bool,
     #[arg(required = true, value_name = "SRC:TGT", value_parser = pair)]
     pub pairs: Vec<Pair>,
 }
@@ -214,6 +332,9 @@ pub struct LsflashArgs {
     /// DSCLI's long listing (lsflash -l).
     #[arg(short = 'l', long = "long")]
     pub long: bool,
+    /// Only relationships established with this sequence number.
+    #[arg(long, value_name = "N")]
+    pub seqnum: Option<u32>,
     /// Only these relationships.
     #[arg(value_name = "SRC:TGT", value_parser = pair)]
     pub pairs: Vec<Pair>,
@@ -434,11 +555,17 @@ async fn run_client(client: &Client, command: Command, json: bool) -> anyhow::Re
                     name: name.clone(),
                     capacity_bytes: a.cap,
                     track_size: a.track_size,
+                    pool: a.extpool.clone(),
+                    space_efficient: a.sam == Some(Sam::Ese),
                 };
                 if let Some(v) = batch.record(client.create_volume(&req).await) {
                     if !json {
+                        let place = match &v.pool {
+                            Some(p) => format!(", {} in extent pool {p}", v.provisioning.sam()),
+                            None => String::new(),
+                        };
                         outln!(
-                            "mkfbvol: volume {} created ({}, track size {})",
+                            "mkfbvol: volume {} created ({}, track size {}{place})",
                             v.name,
                             format_size(v.capacity_bytes),
                             format_size(v.track_size)
@@ -492,25 +619,75 @@ async fn run_client(client: &Client, command: Command, json: bool) -> anyhow::Re
         }
         Command::Mkflash(a) => {
             let mut made = Vec::new();
-            for p in &a.pairs {
-                let req = Establish {
-                    source: p.source.clone(),
-                    target: p.target.clone(),
+            if a.pairs.len() > 1 || a.freeze {
+                // One call, one T0: the pairs are a consistency group, made
+                // all together or not at all.
+                let req = EstablishGroup {
+                    pairs: a
+                        .pairs
+                        .iter()
+                        .map(|p| FlashPair {
+                            source: p.source.clone(),
+                            target: p.target.clone(),
+                        })
+                        .collect(),
                     background_copy: !a.nocp,
                     persistent: a.persist,
                     copy_rate: a.rate,
                     recording: a.record,
+                    target_inhibit: a.tgtinhibit,
+                    seqnum: a.seqnum,
+                    freeze: a.freeze,
+                    freeze_timeout_secs: a.freeze_timeout,
                 };
-                if let Some(f) = batch.record(client.establish(&req).await) {
+                if let Some(rels) = batch.record(client.establish_group(&req).await) {
                     if !json {
-                        let how = if f.recording {
-                            " with change recording"
+                        let ids: Vec<String> = a.pairs.iter().map(ToString::to_string).collect();
+                        let what = if ids.len() > 1 {
+                            "consistency group"
                         } else {
-                            ""
+                            "FlashCopy pair"
                         };
-                        outln!("mkflash: FlashCopy pair {p} established{how}");
+                        outln!(
+                            "mkflash: {what} {} established at one T0{}",
+                            ids.join(" "),
+                            establish_notes(&rels)
+                        );
+                        if a.freeze {
+                            let mut sources: Vec<&str> =
+                                a.pairs.iter().map(|p| p.source.as_str()).collect();
+                            sources.dedup();
+                            outln!(
+                                "mkflash: write I/O to {} is frozen (held, not failed) for up to {} s; release it with: tzero unfreezeflash {}",
+                                sources.join(", "),
+                                a.freeze_timeout,
+                                sources.join(" ")
+                            );
+                        }
                     }
-                    made.push(f);
+                    made = rels;
+                }
+            } else {
+                for p in &a.pairs {
+                    let req = Establish {
+                        source: p.source.clone(),
+                        target: p.target.clone(),
+                        background_copy: !a.nocp,
+                        persistent: a.persist,
+                        copy_rate: a.rate,
+                        recording: a.record,
+                        target_inhibit: a.tgtinhibit,
+                        seqnum: a.seqnum,
+                    };
+                    if let Some(f) = batch.record(client.establish(&req).await) {
+                        if !json {
+                            outln!(
+                                "mkflash: FlashCopy pair {p} established{}",
+                                establish_notes(std::slice::from_ref(&f))
+                            );
+                        }
+                        made.push(f);
+                    }
                 }
             }
             if a.wait && !made.is_empty() {
@@ -522,12 +699,17 @@ async fn run_client(client: &Client, command: Command, json: bool) -> anyhow::Re
         }
         Command::Lsflash(a) => {
             let rels = if a.pairs.is_empty() {
-                client.flashes().await?
+                match a.seqnum {
+                    Some(n) => client.flashes_with_seqnum(n).await?,
+                    None => client.flashes().await?,
+                }
             } else {
                 let mut rels = Vec::new();
                 for p in &a.pairs {
                     if let Some(f) = batch.record(client.flash(&p.source, &p.target).await) {
-                        rels.push(f);
+                        if a.seqnum.is_none_or(|n| f.seqnum == n) {
+                            rels.push(f);
+                        }
                     }
                 }
                 rels
@@ -540,6 +722,24 @@ async fn run_client(client: &Client, command: Command, json: bool) -> anyhow::Re
                     "{}",
                     flash_table(&rels, a.long).render()
                 )?;
+            }
+        }
+        Command::Rmflash(a) if a.resettgtinhibit => {
+            let mut changed = Vec::new();
+            for p in &a.pairs {
+                let r = client.set_target_inhibit(&p.source, &p.target, false).await;
+                if let Some(f) = batch.record(r) {
+                    if !json {
+                        outln!(
+                            "rmflash: target write inhibit of {p} lifted; the relationship stays ({} is writable)",
+                            p.target
+                        );
+                    }
+                    changed.push(f);
+                }
+            }
+            if json {
+                print_json(&changed)?;
             }
         }
         Command::Rmflash(a) if a.cp => {
@@ -683,8 +883,174 @@ async fn run_client(client: &Client, command: Command, json: bool) -> anyhow::Re
                 print_json(&changed)?;
             }
         }
+        Command::Freezeflash(a) => {
+            let req = Freeze {
+                volumes: a.volumes.clone(),
+                timeout_secs: a.timeout,
+            };
+            if let Some(vols) = batch.record(client.freeze(&req).await) {
+                if json {
+                    print_json(&vols)?;
+                } else {
+                    outln!(
+                        "freezeflash: write I/O to {} is frozen (held, not failed) for up to {} s; release it with: tzero unfreezeflash {}",
+                        a.volumes.join(", "),
+                        a.timeout,
+                        a.volumes.join(" ")
+                    );
+                }
+            }
+        }
+        Command::Unfreezeflash(a) => {
+            let req = Unfreeze {
+                volumes: a.volumes.clone(),
+            };
+            if let Some(vols) = batch.record(client.unfreeze(&req).await) {
+                if json {
+                    print_json(&vols)?;
+                } else {
+                    outln!(
+                        "unfreezeflash: write I/O to {} released",
+                        a.volumes.join(", ")
+                    );
+                }
+            }
+        }
+        Command::Setflashrevertible(a) => {
+            let mut changed = Vec::new();
+            for p in &a.pairs {
+                let r = client
+                    .flash_action(&p.source, &p.target, "revertible")
+                    .await;
+                if let Some(f) = batch.record(r) {
+                    if !json {
+                        outln!("setflashrevertible: {p} is revertible: its next resyncflash can be committed (commitflash) or reverted (revertflash)");
+                    }
+                    changed.push(f);
+                }
+            }
+            if json {
+                print_json(&changed)?;
+            }
+        }
+        Command::Commitflash(a) => {
+            let done = settle(client, &mut batch, &a, "commit").await;
+            if json {
+                print_json(&done)?;
+            } else {
+                for f in &done {
+                    outln!(
+                        "commitflash: the point in time of {}:{} is committed",
+                        f.source,
+                        f.target
+                    );
+                }
+            }
+        }
+        Command::Revertflash(a) => {
+            let done = settle(client, &mut batch, &a, "revert").await;
+            if json {
+                print_json(&done)?;
+            } else {
+                for f in &done {
+                    outln!(
+                        "revertflash: {} is back at its previous point in time ({})",
+                        f.target,
+                        crate::output::format_date(f.synced_ms)
+                    );
+                }
+            }
+        }
+        Command::Mkextpool(a) => {
+            let req = CreatePool {
+                name: a.name.clone(),
+                capacity_bytes: a.cap,
+            };
+            if let Some(p) = batch.record(client.create_pool(&req).await) {
+                if json {
+                    print_json(&[&p])?;
+                } else {
+                    outln!(
+                        "mkextpool: extent pool {} created ({})",
+                        p.name,
+                        format_size(p.capacity_bytes)
+                    );
+                }
+            }
+        }
+        Command::Lsextpool(a) => {
+            let pools = if a.names.is_empty() {
+                client.pools().await?
+            } else {
+                let mut pools = Vec::new();
+                for name in &a.names {
+                    if let Some(p) = batch.record(client.pool(name).await) {
+                        pools.push(p);
+                    }
+                }
+                pools
+            };
+            if json {
+                print_json(&pools)?;
+            } else {
+                write!(std::io::stdout().lock(), "{}", pool_table(&pools).render())?;
+            }
+        }
+        Command::Rmextpool(a) => {
+            let mut gone = Vec::new();
+            for name in &a.names {
+                if batch.record(client.delete_pool(name).await).is_some() {
+                    if !json {
+                        outln!("rmextpool: extent pool {name} deleted");
+                    }
+                    gone.push(serde_json::json!({ "name": name }));
+                }
+            }
+            if json {
+                print_json(&gone)?;
+            }
+        }
     }
     Ok(batch.exit())
+}
+
+/// ", with change recording, target write inhibited, seqnum N" as it applies.
+fn establish_notes(rels: &[Flash]) -> String {
+    let mut notes = Vec::new();
+    if rels.iter().any(|f| f.recording) {
+        notes.push("change recording".to_owned());
+    }
+    if rels.iter().any(|f| f.target_write_inhibit) {
+        notes.push("target write inhibited".to_owned());
+    }
+    if let Some(f) = rels.iter().find(|f| f.seqnum != 0) {
+        notes.push(format!("sequence number {}", f.seqnum));
+    }
+    if notes.is_empty() {
+        String::new()
+    } else {
+        format!(" (with {})", notes.join(", "))
+    }
+}
+
+/// `commitflash` / `revertflash`: by sequence number (one call, all or
+/// nothing) or pair by pair.
+async fn settle(client: &Client, batch: &mut Batch, a: &SettleArgs, action: &str) -> Vec<Flash> {
+    match a.seqnum {
+        Some(n) => batch
+            .record(client.settle_seqnum(action, n).await)
+            .unwrap_or_default(),
+        None => {
+            let mut done = Vec::new();
+            for p in &a.pairs {
+                let r = client.flash_action(&p.source, &p.target, action).await;
+                if let Some(f) = batch.record(r) {
+                    done.push(f);
+                }
+            }
+            done
+        }
+    }
 }
 
 /// How often `--wait` polls the daemon.
@@ -842,6 +1208,89 @@ mod tests {
         let c = parse(&["mkflash", "--record", "--persist", "a:b"]);
         let c = c.map_err(|e| e.to_string()).expect("parses");
         assert!(c.check().is_ok());
+    }
+
+    #[test]
+    fn ds8000_verbs_parse() {
+        let c = parse(&[
+            "mkflash",
+            "--freeze",
+            "--freeze-timeout",
+            "5",
+            "--tgtinhibit",
+            "--seqnum",
+            "9",
+            "a:b",
+            "c:d",
+        ]);
+        match c.map_err(|e| e.to_string()).expect("parses").command {
+            Command::Mkflash(a) => {
+                assert!(a.freeze && a.tgtinhibit);
+                assert_eq!((a.freeze_timeout, a.seqnum, a.pairs.len()), (5, 9, 2));
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+        let c = parse(&["mkflash", "a:b"]).map_err(|e| e.to_string());
+        match c.expect("parses").command {
+            Command::Mkflash(a) => {
+                assert!(!a.freeze && !a.tgtinhibit);
+                assert_eq!(a.freeze_timeout, DEFAULT_FREEZE_TIMEOUT_SECS);
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+        let c = parse(&[
+            "mkfbvol",
+            "--cap",
+            "1GiB",
+            "--extpool",
+            "p",
+            "--sam",
+            "ese",
+            "v",
+        ]);
+        match c.map_err(|e| e.to_string()).expect("parses").command {
+            Command::Mkfbvol(a) => {
+                assert_eq!(a.extpool.as_deref(), Some("p"));
+                assert_eq!(a.sam, Some(Sam::Ese));
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+        for ok in [
+            &["commitflash", "--seqnum", "3"][..],
+            &["revertflash", "a:b", "c:d"],
+            &["setflashrevertible", "a:b"],
+            &["freezeflash", "--timeout", "3", "a"],
+            &["unfreezeflash", "a", "b"],
+            &["rmflash", "--resettgtinhibit", "a:b"],
+            &["mkextpool", "--cap", "1GiB", "p"],
+            &["lsextpool"],
+            &["rmextpool", "p"],
+            &["lsflash", "-l", "--seqnum", "4"],
+        ] {
+            assert!(parse(ok).is_ok(), "{ok:?}");
+        }
+        for bad in [
+            &["mkfbvol", "--cap", "1GiB", "--sam", "ese", "v"][..],
+            &[
+                "mkfbvol",
+                "--cap",
+                "1GiB",
+                "--extpool",
+                "p",
+                "--sam",
+                "thin",
+                "v",
+            ],
+            &["mkflash", "--freeze-timeout", "3", "a:b"],
+            &["commitflash"],
+            &["revertflash", "--seqnum", "1", "a:b"],
+            &["unfreezeflash"],
+            &["rmflash", "--cp", "--resettgtinhibit", "a:b"],
+            &["mkextpool", "p"],
+            &["setflashrevertible"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

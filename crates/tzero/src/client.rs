@@ -16,7 +16,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::api_types::{
-    CreateVolume, ErrorBody, Establish, Flash, Resync, Reverse, SetRate, Volume,
+    CreatePool, CreateVolume, ErrorBody, Establish, EstablishGroup, Flash, Freeze, Pool, Resync,
+    Reverse, SetRate, TargetInhibit, Unfreeze, Volume,
 };
 
 /// How long to wait for a TCP connection before giving up.
@@ -263,6 +264,89 @@ impl Client {
 
     pub async fn flashes(&self) -> Result<Vec<Flash>, ClientError> {
         self.call(Method::GET, "/v1/flash", None::<&()>).await
+    }
+
+    /// The relationships established with sequence number `seqnum`.
+    pub async fn flashes_with_seqnum(&self, seqnum: u32) -> Result<Vec<Flash>, ClientError> {
+        let path = format!("/v1/flash?seqnum={seqnum}");
+        self.call(Method::GET, &path, None::<&()>).await
+    }
+
+    /// A consistency group: every pair at one T0, optionally frozen.
+    pub async fn establish_group(&self, req: &EstablishGroup) -> Result<Vec<Flash>, ClientError> {
+        self.call(Method::POST, "/v1/flash/group", Some(req)).await
+    }
+
+    /// Holds host writes to sources (`freezeflash`).
+    pub async fn freeze(&self, req: &Freeze) -> Result<Vec<Volume>, ClientError> {
+        self.call(Method::POST, "/v1/freeze", Some(req)).await
+    }
+
+    /// Releases held writes (`unfreezeflash`).
+    pub async fn unfreeze(&self, req: &Unfreeze) -> Result<Vec<Volume>, ClientError> {
+        self.call(Method::POST, "/v1/unfreeze", Some(req)).await
+    }
+
+    pub async fn set_target_inhibit(
+        &self,
+        source: &str,
+        target: &str,
+        inhibit: bool,
+    ) -> Result<Flash, ClientError> {
+        let path = format!(
+            "/v1/flash/{}/{}/target-inhibit",
+            segment(source),
+            segment(target)
+        );
+        self.call(Method::PUT, &path, Some(&TargetInhibit { inhibit }))
+            .await
+    }
+
+    /// `setflashrevertible`, `commitflash`, `revertflash` on one pair:
+    /// `action` is `revertible`, `commit` or `revert`.
+    pub async fn flash_action(
+        &self,
+        source: &str,
+        target: &str,
+        action: &str,
+    ) -> Result<Flash, ClientError> {
+        let path = format!(
+            "/v1/flash/{}/{}/{}",
+            segment(source),
+            segment(target),
+            segment(action)
+        );
+        self.call(Method::POST, &path, None::<&()>).await
+    }
+
+    /// `commitflash --seqnum N` / `revertflash --seqnum N`: `action` is
+    /// `commit` or `revert`.
+    pub async fn settle_seqnum(
+        &self,
+        action: &str,
+        seqnum: u32,
+    ) -> Result<Vec<Flash>, ClientError> {
+        let path = format!("/v1/flash/{}?seqnum={seqnum}", segment(action));
+        self.call(Method::POST, &path, None::<&()>).await
+    }
+
+    pub async fn pools(&self) -> Result<Vec<Pool>, ClientError> {
+        self.call(Method::GET, "/v1/pools", None::<&()>).await
+    }
+
+    pub async fn pool(&self, name: &str) -> Result<Pool, ClientError> {
+        let path = format!("/v1/pools/{}", segment(name));
+        self.call(Method::GET, &path, None::<&()>).await
+    }
+
+    pub async fn create_pool(&self, req: &CreatePool) -> Result<Pool, ClientError> {
+        self.call(Method::POST, "/v1/pools", Some(req)).await
+    }
+
+    pub async fn delete_pool(&self, name: &str) -> Result<(), ClientError> {
+        let path = format!("/v1/pools/{}", segment(name));
+        self.checked(Method::DELETE, &path, None::<&()>).await?;
+        Ok(())
     }
 
     pub async fn flash(&self, source: &str, target: &str) -> Result<Flash, ClientError> {

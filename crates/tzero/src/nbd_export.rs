@@ -52,7 +52,10 @@ impl ExportProvider for EngineExports {
     }
 }
 
-/// One client's view of one volume.
+/// One client's view of one volume. `read_only` is asked once, when a client
+/// connects: a target with write inhibit is advertised `NBD_FLAG_READ_ONLY`
+/// to new connections, and a connection made before the inhibit gets EPERM
+/// per write (`IoError::ReadOnly`).
 pub struct VolumeDevice {
     handle: VolumeHandle,
 }
@@ -86,6 +89,9 @@ pub fn device_error(e: &IoError) -> DeviceError {
         IoError::NoSpace(_) => DeviceError::NoSpace,
         IoError::ReadOnly(_) => DeviceError::NotPermitted,
         IoError::ShuttingDown => DeviceError::ShuttingDown,
+        // The target of a failed relationship (a full extent pool, a broken
+        // disk): its point in time is lost, so reads fail as EIO.
+        IoError::TargetFailed(_) => DeviceError::Io,
         _ => DeviceError::Io,
     }
 }
@@ -194,6 +200,10 @@ mod tests {
             DeviceError::ShuttingDown
         );
         assert_eq!(device_error(&IoError::Deleted("a".into())), DeviceError::Io);
+        assert_eq!(
+            device_error(&IoError::TargetFailed("a".into())),
+            DeviceError::Io
+        );
         assert_eq!(device_error(&IoError::Poisoned), DeviceError::Io);
     }
 }

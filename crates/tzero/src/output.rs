@@ -8,7 +8,7 @@ use std::io::{self, Write};
 
 use serde::Serialize;
 
-use crate::api_types::{Flash, FlashState, Volume};
+use crate::api_types::{Flash, FlashState, Pool, Volume};
 use crate::units::format_size;
 
 /// A table printed with every column as wide as its widest cell.
@@ -73,7 +73,15 @@ pub fn print_json<T: Serialize + ?Sized>(value: &T) -> io::Result<()> {
 pub fn volume_table(vols: &[Volume], long: bool) -> Table {
     let mut headers = vec!["Name", "Capacity", "Cap(bytes)", "TrackSize"];
     if long {
-        headers.extend(["Allocated", "Role"]);
+        headers.extend([
+            "Pool",
+            "SAM",
+            "Allocated",
+            "Alloc(bytes)",
+            "Frozen",
+            "WriteInhibited",
+            "Role",
+        ]);
     }
     headers.push("DataState");
     let mut t = Table::new(headers);
@@ -85,7 +93,12 @@ pub fn volume_table(vols: &[Volume], long: bool) -> Table {
             format_size(v.track_size),
         ];
         if long {
+            row.push(v.pool.clone().unwrap_or_else(|| "-".to_owned()));
+            row.push(v.provisioning.sam().to_owned());
             row.push(format_size(v.allocated_bytes));
+            row.push(v.allocated_bytes.to_string());
+            row.push(yes_no(v.frozen));
+            row.push(yes_no(v.write_inhibited));
             row.push(role(v));
         }
         row.push(if v.contents_undefined {
@@ -112,6 +125,35 @@ fn role(v: &Volume) -> String {
     } else {
         parts.join("; ")
     }
+}
+
+fn yes_no(b: bool) -> String {
+    if b { "yes" } else { "no" }.to_owned()
+}
+
+/// The `lsextpool` table.
+pub fn pool_table(pools: &[Pool]) -> Table {
+    let mut t = Table::new(vec![
+        "Name",
+        "Capacity",
+        "Used",
+        "Free",
+        "Used(bytes)",
+        "Free(bytes)",
+        "Volumes",
+    ]);
+    for p in pools {
+        t.row(vec![
+            p.name.clone(),
+            format_size(p.capacity_bytes),
+            format_size(p.used_bytes),
+            format_size(p.free_bytes),
+            p.used_bytes.to_string(),
+            p.free_bytes.to_string(),
+            p.volumes.to_string(),
+        ]);
+    }
+    t
 }
 
 fn enabled(b: bool) -> String {
@@ -176,17 +218,19 @@ pub fn flash_table(rels: &[Flash], long: bool) -> Table {
         "DateCreated",
         "DateSynced",
         "State",
+        "Reason",
     ]);
     for f in rels {
         t.row(vec![
             format!("{}:{}", f.source, f.target),
-            "0".to_owned(),
+            f.seqnum.to_string(),
             enabled(f.state == FlashState::Copying),
             enabled(f.recording),
             enabled(f.persistent),
-            enabled(false),
+            // Set by setflashrevertible, and until commitflash/revertflash.
+            enabled(f.revertible || f.revert_pending),
             enabled(true),
-            enabled(true),
+            enabled(!f.target_write_inhibit),
             enabled(f.background_copy),
             f.out_of_sync_tracks.to_string(),
             // What a resyncflash would copy again; "-" without recording.
@@ -198,6 +242,7 @@ pub fn flash_table(rels: &[Flash], long: bool) -> Table {
             format_date(f.created_ms),
             format_date(f.synced_ms),
             state_name(f.state, f.withdraw_pending).to_owned(),
+            f.failure.clone().unwrap_or_else(|| "-".to_owned()),
         ]);
     }
     t

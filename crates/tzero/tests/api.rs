@@ -117,6 +117,8 @@ fn api_over_tcp() {
             name: "vol".into(),
             capacity_bytes: 16 << 20,
             track_size: None,
+            pool: None,
+            space_efficient: false,
         }))
         .expect("create");
     assert_eq!(v.track_size, 65536);
@@ -124,6 +126,8 @@ fn api_over_tcp() {
         name: "vol".into(),
         capacity_bytes: 16 << 20,
         track_size: None,
+        pool: None,
+        space_efficient: false,
     }));
     match dup {
         Err(e) => assert_eq!(e.code(), Some("volume_exists")),
@@ -135,6 +139,8 @@ fn api_over_tcp() {
         name: "tgt".into(),
         capacity_bytes: 16 << 20,
         track_size: None,
+        pool: None,
+        space_efficient: false,
     }))
     .expect("create tgt");
     let r = rt
