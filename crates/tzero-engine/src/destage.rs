@@ -24,8 +24,9 @@ use std::io;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-/// Tracks destaged per batch: enough to amortise the syncs, small enough to keep lock holds short.
-pub(crate) const DESTAGE_BATCH: usize = 256;
+/// Tracks destaged per batch: enough to amortise the target sync and catalog commit over 64 MiB
+/// of copy-on-write (256 gave 40 % of the throughput), small enough to keep lock holds short.
+pub(crate) const DESTAGE_BATCH: usize = 1024;
 
 /// Copies `[start, end)` from `src` to `dst`, keeping holes as holes.
 pub(crate) fn copy_span(

@@ -9,7 +9,7 @@
 
 use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-const STRIPES: usize = 4096;
+const STRIPES: usize = 65536;
 
 #[derive(Debug)]
 pub struct TrackLocks {
