@@ -162,6 +162,11 @@ impl Inner {
             if self.host_ops.load(Ordering::Relaxed) != host_ops_before {
                 pause = took;
             }
+            if self.budget.used() > 0 {
+                // Host writes wait in the cache for their copy-on-write: the destager does the
+                // same copying for them, so the copier steps back further and leaves it the disk.
+                pause = took * 3;
+            }
             if rate > 0 && copied > 0 {
                 let budget = Duration::from_secs_f64((copied * track_size) as f64 / rate as f64);
                 pause = pause.max(budget.saturating_sub(took));
