@@ -492,15 +492,18 @@ impl Engine {
         target: &str,
         inhibit: bool,
     ) -> Result<FlashInfo, FlashError> {
-        let inner = &self.inner;
-        let _admin = inner.admin.lock();
-        let rel = self.find_rel(source, target)?;
-        let mut record = rel.record.lock().clone();
-        record.target_inhibit = inhibit;
-        inner.commit_record(&record, "updating a relationship")?;
-        *rel.record.lock() = record;
-        rel.inhibit.store(inhibit, Ordering::Release);
-        Ok(rel.info())
+        self.update_record_then(
+            source,
+            target,
+            |r| {
+                r.target_inhibit = inhibit;
+                Ok(())
+            },
+            |rel| {
+                rel.inhibit.store(inhibit, Ordering::Release);
+                Ok(())
+            },
+        )
     }
 
     /// `setflashrevertible`: the next resync of this incremental relationship keeps the
@@ -636,23 +639,25 @@ impl Engine {
     /// (even a persistent one).
     pub fn withdraw_after_copy(&self, source: &str, target: &str) -> Result<FlashInfo, FlashError> {
         let inner = &self.inner;
-        let _admin = inner.admin.lock();
-        let rel = self.find_rel(source, target)?;
-        let mut record = rel.record.lock().clone();
-        record.background_copy = true;
-        record.withdraw_on_complete = true;
-        inner.commit_record(&record, "updating a relationship")?;
-        *rel.record.lock() = record;
-        let info = rel.info();
-        // A copy that is already complete ends now; otherwise the copier ends it.
-        if rel.bitmap.is_full() {
-            inner
-                .persist(std::slice::from_ref(&rel))
-                .map_err(io_to_flash)?;
-            inner.remove_rel(&rel)?;
-        }
-        inner.kick();
-        Ok(info)
+        self.update_record_then(
+            source,
+            target,
+            |r| {
+                r.background_copy = true;
+                r.withdraw_on_complete = true;
+                Ok(())
+            },
+            // A copy that is already complete ends now; otherwise the copier ends it.
+            |rel| {
+                if rel.bitmap.is_full() {
+                    inner
+                        .persist(std::slice::from_ref(rel))
+                        .map_err(io_to_flash)?;
+                    inner.remove_rel(rel)?;
+                }
+                Ok(())
+            },
+        )
     }
 
     /// Turns NOCOPY into COPY.
@@ -692,6 +697,19 @@ impl Engine {
         target: &str,
         f: impl FnOnce(&mut RelRecord) -> Result<(), FlashError>,
     ) -> Result<FlashInfo, FlashError> {
+        self.update_record_then(source, target, f, |_| Ok(()))
+    }
+
+    /// Changes a relationship's record durably, then runs `then` on it, all under `admin` so
+    /// no other operation sees the record and the in-memory state disagree. Returns the
+    /// relationship as it was after the change.
+    fn update_record_then(
+        &self,
+        source: &str,
+        target: &str,
+        f: impl FnOnce(&mut RelRecord) -> Result<(), FlashError>,
+        then: impl FnOnce(&Arc<Rel>) -> Result<(), FlashError>,
+    ) -> Result<FlashInfo, FlashError> {
         let inner = &self.inner;
         let _admin = inner.admin.lock();
         let rel = self.find_rel(source, target)?;
@@ -699,8 +717,10 @@ impl Engine {
         f(&mut record)?;
         inner.commit_record(&record, "updating a relationship")?;
         *rel.record.lock() = record;
+        let info = rel.info();
+        then(&rel)?;
         inner.kick();
-        Ok(rel.info())
+        Ok(info)
     }
 
     /// Incremental FlashCopy: a new T0 for an existing recording relationship. Only tracks
