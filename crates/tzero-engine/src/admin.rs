@@ -19,7 +19,7 @@ use crate::engine::{io_to_flash, Engine, Inner};
 use crate::error::FlashError;
 use crate::relationship::{now_ms, FlashInfo, FlashOptions, Rel, MAX_TARGETS_PER_SOURCE};
 use crate::relationship::{SOURCE, TARGET};
-use crate::volume::{view_file, Volume};
+use crate::volume::{sync_view, view_file, Volume};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -377,7 +377,7 @@ impl Engine {
         // copy took it would break. Their T0 is made durable here.
         for (src, tgt) in &volumes {
             if opts.recording {
-                src.file.sync().map_err(FlashError::Storage)?;
+                sync_view(src).map_err(FlashError::Storage)?;
             }
             inner.record_view_change(tgt, None, 0)?;
         }
@@ -752,7 +752,7 @@ impl Engine {
         check_no_dependents(&rel.target, &format!("resync onto {target}"))?;
         inner.destage_both(&rel.source, &rel.target)?;
         // The new T0 is durable before it is trusted (see `establish_group`).
-        rel.source.file.sync().map_err(FlashError::Storage)?;
+        sync_view(&rel.source).map_err(FlashError::Storage)?;
         // Bits copied but not yet durable become durable first, so what we commit below is a
         // complete picture.
         inner
@@ -882,7 +882,7 @@ impl Engine {
         // The reversed relationship's T0 is the target as hosts see it now: make it durable,
         // including the tracks it still reads from the source's file.
         rel.target.file.sync().map_err(FlashError::Storage)?;
-        rel.source.file.sync().map_err(FlashError::Storage)?;
+        sync_view(&rel.source).map_err(FlashError::Storage)?;
         let old = rel.record.lock().clone();
         {
             // The source changes on the tracks to restore: those changed on either side, or

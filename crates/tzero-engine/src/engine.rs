@@ -325,6 +325,9 @@ fn storage_err(name: &str) -> impl FnOnce(std::io::Error) -> VolumeError + '_ {
     }
 }
 
+/// The body of one of the engine's threads.
+type ThreadBody = fn(&Arc<Inner>);
+
 impl Engine {
     /// Opens (or creates) the engine in a data directory.
     pub fn open_dir(dir: &Path, config: EngineConfig) -> Result<Engine, OpenError> {
@@ -416,36 +419,22 @@ impl Engine {
         });
         let mut threads = Vec::new();
         if config.background {
-            let d = inner.clone();
-            let c = inner.clone();
-            let p = inner.clone();
-            threads.push(
-                std::thread::Builder::new()
-                    .name("tzero-persister".into())
-                    .spawn(move || p.persister_loop())
+            let loops: [(&str, ThreadBody); 3] = [
+                ("tzero-persister", Inner::persister_loop),
+                ("tzero-destager", Inner::destager_loop),
+                ("tzero-copier", Inner::copier_loop),
+            ];
+            for (name, body) in loops {
+                let inner = inner.clone();
+                let thread = std::thread::Builder::new()
+                    .name(name.into())
+                    .spawn(move || body(&inner))
                     .map_err(|source| OpenError::DataDir {
-                        path: "persister thread".into(),
+                        path: format!("{name} thread"),
                         source,
-                    })?,
-            );
-            threads.push(
-                std::thread::Builder::new()
-                    .name("tzero-destager".into())
-                    .spawn(move || d.destager_loop())
-                    .map_err(|source| OpenError::DataDir {
-                        path: "destager thread".into(),
-                        source,
-                    })?,
-            );
-            threads.push(
-                std::thread::Builder::new()
-                    .name("tzero-copier".into())
-                    .spawn(move || c.copier_loop())
-                    .map_err(|source| OpenError::DataDir {
-                        path: "copier thread".into(),
-                        source,
-                    })?,
-            );
+                    })?;
+                threads.push(thread);
+            }
         }
         Ok(Engine {
             inner,

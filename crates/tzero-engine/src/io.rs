@@ -191,7 +191,7 @@ impl VolumeHandle {
             let _topology = self.inner.topology.read();
             let links = self.vol.links.read();
             self.inner.destage_all(&self.vol, &links)?;
-            self.upstream_files(&links)
+            crate::volume::upstream_files(&links)
         };
         self.sync_file()?;
         // A target's uncopied tracks are its sources' bytes at T0, which establish did not
@@ -200,24 +200,6 @@ impl VolumeHandle {
             file.sync().map_err(|e| map_write_err(&name, e))?;
         }
         Ok(())
-    }
-
-    /// The files a target still reads through: each source up the cascade whose copy is
-    /// incomplete.
-    fn upstream_files(
-        &self,
-        links: &crate::volume::Links,
-    ) -> Vec<(String, Arc<dyn crate::storage::BlockFile>)> {
-        let mut files = Vec::new();
-        let mut rel = links.target_of.clone();
-        while let Some(r) = rel {
-            if !r.is_live() || r.bitmap.is_full() {
-                break;
-            }
-            files.push((r.source.name.clone(), r.source.file.clone()));
-            rel = r.source.links.read().target_of.clone();
-        }
-        files
     }
 
     /// Flushes what a FUA write covered: its tracks' cached data, then the file.

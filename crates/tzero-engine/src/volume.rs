@@ -215,3 +215,27 @@ pub(crate) fn valid_name(name: &str) -> bool {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
 }
+
+/// The files a volume still reads through: each source up its cascade whose copy to the volume
+/// below it is incomplete. Syncing them with the volume's own file makes its whole view durable.
+pub(crate) fn upstream_files(links: &Links) -> Vec<(String, Arc<dyn BlockFile>)> {
+    let mut files = Vec::new();
+    let mut rel = links.target_of.clone();
+    while let Some(r) = rel {
+        if !r.is_live() || r.bitmap.is_full() {
+            break;
+        }
+        files.push((r.source.name.clone(), r.source.file.clone()));
+        rel = r.source.links.read().target_of.clone();
+    }
+    files
+}
+
+/// Makes a volume's whole view durable: its file and every file it still reads through.
+pub(crate) fn sync_view(vol: &Volume) -> std::io::Result<()> {
+    vol.file.sync()?;
+    for (_, file) in upstream_files(&vol.links.read()) {
+        file.sync()?;
+    }
+    Ok(())
+}
