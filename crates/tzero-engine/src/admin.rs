@@ -14,7 +14,7 @@
 
 use crate::bitmap::Bitmap;
 use crate::catalog::{RelRecord, RelState, KIND_CHANGED_SOURCE};
-use crate::destage::copy_span;
+use crate::destage::{copy_into, copy_span};
 use crate::engine::{io_to_flash, Engine, Inner};
 use crate::error::FlashError;
 use crate::relationship::{now_ms, FlashInfo, FlashOptions, Rel, MAX_TARGETS_PER_SOURCE};
@@ -141,8 +141,7 @@ impl Inner {
                     }
                 };
                 let start = g.track_start(t);
-                if let Err(e) = copy_span(&*view, &*down.target.file, start, start + g.track_len(t))
-                {
+                if let Err(e) = copy_into(&*view, &down.target, start, start + g.track_len(t)) {
                     // The downstream target cannot take its data (full pool, I/O error): that
                     // relationship fails, the withdraw goes on.
                     self.fail_rel(
@@ -570,6 +569,8 @@ impl Engine {
         let _topology = inner.topology.write();
         check_no_dependents(&rel.target, &format!("revert {target}"))?;
         inner.destage_both(&rel.source, &rel.target)?;
+        // Destaging may have failed the relationship (its target ran out of space).
+        check_not_failed(&rel)?;
         inner
             .persist(std::slice::from_ref(&rel))
             .map_err(io_to_flash)?;
@@ -582,6 +583,7 @@ impl Engine {
         let none = Bitmap::new(rel.bitmap.len());
         let restore = Bitmap::new(rel.bitmap.len());
         restore.set_where(&rel.revert_set, &none);
+        inner.record_view_change(&rel.target, Some((&restore, &none)), rel.id)?;
         // Restore the previous target tracks; the copy is idempotent, so a crash before the
         // commit below just makes the next revert do it again.
         while let Some(t) = restore.next_set(track) {
@@ -751,6 +753,8 @@ impl Engine {
         let _topology = inner.topology.write();
         check_no_dependents(&rel.target, &format!("resync onto {target}"))?;
         inner.destage_both(&rel.source, &rel.target)?;
+        // Destaging may have failed the relationship (its target ran out of space).
+        check_not_failed(&rel)?;
         // The new T0 is durable before it is trusted (see `establish_group`).
         sync_view(&rel.source).map_err(FlashError::Storage)?;
         // Bits copied but not yet durable become durable first, so what we commit below is a
@@ -764,6 +768,13 @@ impl Engine {
                 "{source}:{target} has a revertible resync to commit or revert first"
             )));
         }
+        // The target changes on every re-copied track without a host write: its own
+        // recording relationships must count them first.
+        inner.record_view_change(
+            &rel.target,
+            Some((&rel.changed[SOURCE], &rel.changed[TARGET])),
+            rel.id,
+        )?;
         if record.revertible {
             // Keep the target tracks this resync will replace: copy them to the undo file and
             // make it durable before the new bitmaps are committed.
@@ -876,6 +887,8 @@ impl Engine {
         }
         check_no_dependents(&rel.target, &format!("reverse {source}:{target}"))?;
         inner.destage_both(&rel.source, &rel.target)?;
+        // Destaging may have failed the relationship (its target ran out of space).
+        check_not_failed(&rel)?;
         inner
             .persist(std::slice::from_ref(&rel))
             .map_err(io_to_flash)?;
@@ -991,4 +1004,16 @@ impl Engine {
         );
         Ok(reversed.info())
     }
+}
+
+/// Refuses to go on with a relationship that has failed.
+fn check_not_failed(rel: &Rel) -> Result<(), FlashError> {
+    if rel.failed.load(Ordering::Acquire) {
+        return Err(FlashError::Failed {
+            src: rel.source.name.clone(),
+            tgt: rel.target.name.clone(),
+            reason: rel.record.lock().failure.clone().unwrap_or_default(),
+        });
+    }
+    Ok(())
 }

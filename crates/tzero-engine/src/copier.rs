@@ -10,7 +10,7 @@
 //! as the step took, so copying takes at most half the disk's time while hosts are busy. A
 //! per-relationship rate limit in bytes per second applies on top.
 
-use crate::destage::copy_span;
+use crate::destage::copy_into;
 use crate::engine::Inner;
 use crate::error::IoError;
 use crate::relationship::Rel;
@@ -69,7 +69,7 @@ impl Inner {
                     let (first, last) = (todo[i].0, todo[j - 1].0);
                     let start = geometry.track_start(first);
                     let end = geometry.track_start(last) + geometry.track_len(last);
-                    if let Err(e) = copy_span(&*todo[i].1, &*rel.target.file, start, end) {
+                    if let Err(e) = copy_into(&*todo[i].1, &rel.target, start, end) {
                         self.fail_rel(rel, &format!("background copy to target failed: {e}"));
                         return Ok(copied);
                     }

@@ -28,6 +28,26 @@ use std::sync::Arc;
 /// of copy-on-write (256 gave 40 % of the throughput), small enough to keep lock holds short.
 pub(crate) const DESTAGE_BATCH: usize = 1024;
 
+/// Copies a range of T0 data into a target volume. Holes are discarded, so a space-efficient
+/// target gives the space of its old data back, except on tracks whose cached host writes
+/// have already reserved it.
+pub(crate) fn copy_into(
+    src: &dyn BlockFile,
+    target: &Volume,
+    start: u64,
+    end: u64,
+) -> io::Result<()> {
+    let reserved = target.thin.is_some() && {
+        let g = target.geometry;
+        let cache = target.cache.lock();
+        cache
+            .range(start / g.track_size..=(end - 1) / g.track_size)
+            .next()
+            .is_some()
+    };
+    copy_range(src, &*target.file, start, end, !reserved)
+}
+
 /// Copies `[start, end)` from `src` to `dst`, keeping holes as holes.
 pub(crate) fn copy_span(
     src: &dyn BlockFile,
@@ -35,18 +55,35 @@ pub(crate) fn copy_span(
     start: u64,
     end: u64,
 ) -> io::Result<()> {
+    copy_range(src, dst, start, end, false)
+}
+
+fn copy_range(
+    src: &dyn BlockFile,
+    dst: &dyn BlockFile,
+    start: u64,
+    end: u64,
+    discard: bool,
+) -> io::Result<()> {
+    let hole = |offset: u64, len: u64| {
+        if discard {
+            dst.discard(offset, len)
+        } else {
+            dst.punch_hole(offset, len)
+        }
+    };
     let mut pos = start;
     while pos < end {
         match src.next_data(pos, end)? {
             Some((data_start, data_end)) => {
                 if data_start > pos {
-                    dst.punch_hole(pos, data_start - pos)?;
+                    hole(pos, data_start - pos)?;
                 }
                 dst.copy_range_from(src, data_start, data_end - data_start)?;
                 pos = data_end;
             }
             None => {
-                dst.punch_hole(pos, end - pos)?;
+                hole(pos, end - pos)?;
                 pos = end;
             }
         }
@@ -152,7 +189,7 @@ impl Inner {
                 match view_file(vol, links, *track) {
                     Ok(view) => {
                         for rel in owed {
-                            match copy_span(&*view, &*rel.target.file, start, end) {
+                            match copy_into(&*view, &rel.target, start, end) {
                                 Ok(()) => {
                                     rel.bitmap.set(*track);
                                     rel.mark_unpersisted([*track]);

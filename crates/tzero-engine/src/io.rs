@@ -129,10 +129,6 @@ impl VolumeHandle {
         let vol = &self.vol;
         // Reserve cache space before taking any lock: waiting for the destager while holding
         // the gate could deadlock against an admin operation queued on it.
-        if let Some(thin) = &vol.thin {
-            thin.allocate(offset, data.len() as u64)
-                .map_err(|e| map_write_err(&vol.name, e))?;
-        }
         inner.budget.reserve(data.len() as u64, &|| inner.kick());
         let mut unused = data.len() as u64;
         let mut kick = false;
@@ -152,6 +148,13 @@ impl VolumeHandle {
             for span in vol.geometry.spans(offset, data.len() as u64) {
                 let piece = &data[span.buf_offset as usize..(span.buf_offset + span.len) as usize];
                 let _stripe = inner.locks.shared(span.track);
+                // A space-efficient volume reserves the track's space before the write is
+                // acknowledged, under the stripe, so no copy can give it back meanwhile and a
+                // cached write can never run out of space at destage.
+                if let Some(thin) = &vol.thin {
+                    thin.allocate(offset + span.buf_offset, span.len)
+                        .map_err(|e| map_write_err(&vol.name, e))?;
+                }
                 let mut cache = vol.cache.lock();
                 if let Some(p) = cache.get_mut(&span.track) {
                     unused -= p.insert(span.in_track, piece);
