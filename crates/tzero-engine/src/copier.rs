@@ -135,7 +135,7 @@ impl Inner {
         while !self.stopping.load(Ordering::Acquire) {
             let rel = self.next_copy_rel(next_rel);
             let Some(rel) = rel else {
-                self.wait_for_work(Duration::from_millis(100));
+                self.wait_for_copy_work(Duration::from_millis(100));
                 continue;
             };
             next_rel = rel.id + 1;
@@ -153,7 +153,7 @@ impl Inner {
                 Ok(n) => n,
                 Err(e) => {
                     tracing::error!(error = %e, "background copy stopped");
-                    self.wait_for_work(Duration::from_secs(1));
+                    self.wait_for_copy_work(Duration::from_secs(1));
                     continue;
                 }
             };

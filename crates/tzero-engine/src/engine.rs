@@ -68,6 +68,8 @@ pub(crate) struct Inner {
     pub host_ops: AtomicU64,
     work: Mutex<bool>,
     work_cv: Condvar,
+    copy_work: Mutex<bool>,
+    copy_cv: Condvar,
     /// True when a persister thread makes background-copy bits durable.
     pub has_persister: bool,
     pub persist_kick: Mutex<bool>,
@@ -82,15 +84,30 @@ pub struct Engine {
 }
 
 impl Inner {
+    /// Wakes the destager and the copier. Each has its own flag, so one taking the wake-up
+    /// never leaves the other asleep.
     pub(crate) fn kick(&self) {
-        *self.work.lock() = true;
-        self.work_cv.notify_all();
+        for (flag, cv) in [
+            (&self.work, &self.work_cv),
+            (&self.copy_work, &self.copy_cv),
+        ] {
+            *flag.lock() = true;
+            cv.notify_all();
+        }
     }
 
     pub(crate) fn wait_for_work(&self, timeout: Duration) {
-        let mut work = self.work.lock();
+        Self::wait_on(&self.work, &self.work_cv, timeout);
+    }
+
+    pub(crate) fn wait_for_copy_work(&self, timeout: Duration) {
+        Self::wait_on(&self.copy_work, &self.copy_cv, timeout);
+    }
+
+    fn wait_on(flag: &Mutex<bool>, cv: &Condvar, timeout: Duration) {
+        let mut work = flag.lock();
         if !*work {
-            self.work_cv.wait_for(&mut work, timeout);
+            cv.wait_for(&mut work, timeout);
         }
         *work = false;
     }
@@ -413,6 +430,8 @@ impl Engine {
             host_ops: AtomicU64::new(0),
             work: Mutex::new(false),
             work_cv: Condvar::new(),
+            copy_work: Mutex::new(false),
+            copy_cv: Condvar::new(),
             has_persister: config.background,
             persist_kick: Mutex::new(false),
             persist_cv: Condvar::new(),
