@@ -524,17 +524,30 @@ impl Engine {
         })
     }
 
+    /// The relationship and a copy of its record, when a revertible resync awaits commit or
+    /// revert. The caller holds `admin`.
+    fn pending_revert(
+        &self,
+        source: &str,
+        target: &str,
+        otherwise: &str,
+    ) -> Result<(Arc<Rel>, RelRecord), FlashError> {
+        let rel = self.find_rel(source, target)?;
+        let record = rel.record.lock().clone();
+        if !record.revert_pending {
+            return Err(FlashError::Unsupported(format!(
+                "{source}:{target} is not revertible: {otherwise}"
+            )));
+        }
+        Ok((rel, record))
+    }
+
     /// `commitflash`: makes the point in time of a revertible resync permanent.
     pub fn commit_revertible(&self, source: &str, target: &str) -> Result<FlashInfo, FlashError> {
         let inner = &self.inner;
         let _admin = inner.admin.lock();
-        let rel = self.find_rel(source, target)?;
-        let mut record = rel.record.lock().clone();
-        if !record.revert_pending {
-            return Err(FlashError::Unsupported(format!(
-                "{source}:{target} is not revertible: there is nothing to commit"
-            )));
-        }
+        let (rel, mut record) =
+            self.pending_revert(source, target, "there is nothing to commit")?;
         record.revert_pending = false;
         rel.revert_set.clear_all();
         rel.revert_set.take_dirty();
@@ -559,13 +572,8 @@ impl Engine {
     pub fn revert(&self, source: &str, target: &str) -> Result<FlashInfo, FlashError> {
         let inner = &self.inner;
         let _admin = inner.admin.lock();
-        let rel = self.find_rel(source, target)?;
-        let mut record = rel.record.lock().clone();
-        if !record.revert_pending {
-            return Err(FlashError::Unsupported(format!(
-                "{source}:{target} is not revertible: there is no revertible resync to revert"
-            )));
-        }
+        let (rel, mut record) =
+            self.pending_revert(source, target, "there is no revertible resync to revert")?;
         let _topology = inner.topology.write();
         check_no_dependents(&rel.target, &format!("revert {target}"))?;
         inner.destage_both(&rel.source, &rel.target)?;

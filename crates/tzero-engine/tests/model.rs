@@ -312,16 +312,34 @@ impl Harness {
         }
     }
 
-    /// True when `v` or a volume it reads through is the target of a failed relationship
-    /// (as the engine reports it now; `refresh_failures` checks that only space ran out).
-    fn may_fail(&self, v: usize) -> bool {
-        let failed: Vec<usize> = self
-            .engine()
+    /// The engine's relationships, target → source.
+    fn live_rels(&self) -> BTreeMap<usize, usize> {
+        self.engine()
+            .relationships()
+            .iter()
+            .map(|r| {
+                (
+                    r.target[1..].parse().unwrap(),
+                    r.source[1..].parse().unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    /// Targets of the relationships the engine reports failed.
+    fn failed_targets(&self) -> Vec<usize> {
+        self.engine()
             .relationships()
             .iter()
             .filter(|r| r.state == FlashState::Failed)
             .map(|r| r.target[1..].parse().unwrap())
-            .collect();
+            .collect()
+    }
+
+    /// True when `v` or a volume it reads through is the target of a failed relationship
+    /// (as the engine reports it now; `refresh_failures` checks that only space ran out).
+    fn may_fail(&self, v: usize) -> bool {
+        let failed = self.failed_targets();
         self.upstream(v)
             .iter()
             .any(|u| self.model.failed.contains(u) || failed.contains(u))
@@ -330,14 +348,7 @@ impl Harness {
     /// Notes relationships that failed; only the space-efficient volume, or a volume reading
     /// through a failed one, may fail.
     fn refresh_failures(&mut self) {
-        let failed: Vec<usize> = self
-            .engine()
-            .relationships()
-            .iter()
-            .filter(|r| r.state == FlashState::Failed)
-            .map(|r| r.target[1..].parse().unwrap())
-            .collect();
-        for t in failed {
+        for t in self.failed_targets() {
             if self.model.failed.insert(t) {
                 let up = self.upstream(t);
                 assert!(
@@ -379,17 +390,7 @@ impl Harness {
     /// Brings the model's relationship set in line with the engine after copy steps, which end
     /// non-persistent COPY relationships by themselves.
     fn reconcile_completed(&mut self) {
-        let live: BTreeMap<usize, usize> = self
-            .engine()
-            .relationships()
-            .iter()
-            .map(|r| {
-                (
-                    r.target[1..].parse().unwrap(),
-                    r.source[1..].parse().unwrap(),
-                )
-            })
-            .collect();
+        let live = self.live_rels();
         let gone: Vec<usize> = self
             .model
             .rels
@@ -1040,17 +1041,7 @@ impl Harness {
         });
         self.engine =
             Some(Engine::open(self.storage.clone(), config()).expect("reopen after power cut"));
-        let live: BTreeMap<usize, usize> = self
-            .engine()
-            .relationships()
-            .iter()
-            .map(|r| {
-                (
-                    r.target[1..].parse().unwrap(),
-                    r.source[1..].parse().unwrap(),
-                )
-            })
-            .collect();
+        let live = self.live_rels();
         // An establish or withdraw cut by the power either happened durably or not at all.
         if let Some((op, before)) = during {
             match op {
