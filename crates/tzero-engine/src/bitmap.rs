@@ -44,10 +44,6 @@ impl Bitmap {
         self.len
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     fn chunk(&self, index: u64) -> Option<&[AtomicU64]> {
         self.chunks[index as usize].get().map(|c| &**c)
     }

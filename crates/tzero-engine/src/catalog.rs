@@ -10,7 +10,8 @@
 //! - `pools`: id → JSON [`PoolRecord`].
 //! - `bitmaps`: (relationship id × 4 + kind, chunk index) → chunk record (see
 //!   [`crate::bitmap`]): a version byte, a CRC32 and 4 KiB of bits. Chunks never written are all
-//!   clear. Kinds: [`KIND_COPIED`], [`KIND_CHANGED_SOURCE`], [`KIND_CHANGED_TARGET`].
+//!   clear. Kinds: [`KIND_COPIED`], [`KIND_CHANGED_SOURCE`], [`KIND_CHANGED_TARGET`],
+//!   [`KIND_REVERT_SET`].
 
 use crate::bitmap::Bitmap;
 use crate::error::CatalogError;
@@ -186,7 +187,6 @@ pub struct CatalogContents {
     pub pools: Vec<PoolRecord>,
     pub volumes: Vec<VolumeRecord>,
     pub relationships: Vec<RelRecord>,
-    pub next_id: u64,
 }
 
 /// One atomic change of the catalog.
@@ -242,46 +242,10 @@ impl Catalog {
 
     pub fn load(&self) -> Result<CatalogContents, CatalogError> {
         let txn = self.db.begin_read().map_err(CatalogError::db)?;
-        let meta = txn.open_table(META).map_err(CatalogError::db)?;
-        let next_id = meta
-            .get("next_id")
-            .map_err(CatalogError::db)?
-            .map_or(1, |v| v.value());
-        let mut volumes = Vec::new();
-        for entry in txn
-            .open_table(VOLUMES)
-            .map_err(CatalogError::db)?
-            .iter()
-            .map_err(CatalogError::db)?
-        {
-            let (k, v) = entry.map_err(CatalogError::db)?;
-            volumes.push(decode(format!("volume {}", k.value()), v.value())?);
-        }
-        let mut pools = Vec::new();
-        for entry in txn
-            .open_table(POOLS)
-            .map_err(CatalogError::db)?
-            .iter()
-            .map_err(CatalogError::db)?
-        {
-            let (k, v) = entry.map_err(CatalogError::db)?;
-            pools.push(decode(format!("pool {}", k.value()), v.value())?);
-        }
-        let mut relationships = Vec::new();
-        for entry in txn
-            .open_table(RELS)
-            .map_err(CatalogError::db)?
-            .iter()
-            .map_err(CatalogError::db)?
-        {
-            let (k, v) = entry.map_err(CatalogError::db)?;
-            relationships.push(decode(format!("relationship {}", k.value()), v.value())?);
-        }
         Ok(CatalogContents {
-            pools,
-            volumes,
-            relationships,
-            next_id,
+            pools: load_records(&txn, POOLS, "pool")?,
+            volumes: load_records(&txn, VOLUMES, "volume")?,
+            relationships: load_records(&txn, RELS, "relationship")?,
         })
     }
 
@@ -396,4 +360,23 @@ impl Change<'_> {
     pub fn commit(self) -> Result<(), CatalogError> {
         self.txn.commit().map_err(CatalogError::db)
     }
+}
+
+/// Every record of one JSON table, decoded; `what` names a corrupt one.
+fn load_records<T: serde::de::DeserializeOwned>(
+    txn: &redb::ReadTransaction,
+    table: TableDefinition<u64, &str>,
+    what: &str,
+) -> Result<Vec<T>, CatalogError> {
+    let mut records = Vec::new();
+    for entry in txn
+        .open_table(table)
+        .map_err(CatalogError::db)?
+        .iter()
+        .map_err(CatalogError::db)?
+    {
+        let (k, v) = entry.map_err(CatalogError::db)?;
+        records.push(decode(format!("{what} {}", k.value()), v.value())?);
+    }
+    Ok(records)
 }

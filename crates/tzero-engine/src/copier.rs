@@ -10,12 +10,11 @@
 //! as the step took, so copying takes at most half the disk's time while hosts are busy. A
 //! per-relationship rate limit in bytes per second applies on top.
 
-use crate::destage::copy_into;
+use crate::copy::copy_to_target;
 use crate::engine::Inner;
-use crate::error::IoError;
+use crate::error::FlashError;
 use crate::relationship::Rel;
 use crate::storage::BlockFile;
-use crate::volume::view_file;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,10 +26,10 @@ pub(crate) const PERSIST_EVERY_TRACKS: usize = 4096;
 
 impl Inner {
     /// Copies up to `max_tracks` tracks of `rel`. Returns the number copied.
-    pub(crate) fn copy_step(&self, rel: &Arc<Rel>, max_tracks: u64) -> Result<u64, IoError> {
+    pub(crate) fn copy_step(&self, rel: &Arc<Rel>, max_tracks: u64) -> Result<u64, FlashError> {
         let copied = {
             // The topology lock keeps a withdraw out while tracks move.
-            let _topology = self.topology.read();
+            let topology = self.topology.read();
             if !rel.is_live() || !rel.record.lock().background_copy {
                 return Ok(0);
             }
@@ -38,16 +37,16 @@ impl Inner {
             if tracks.is_empty() {
                 0
             } else {
-                let geometry = rel.source.geometry;
+                let geometry = rel.geometry;
+                let target = topology.volume(rel.target);
                 let _guards = self.locks.exclusive(&tracks);
-                let source_links = rel.source.links.read();
                 let mut copied = 0;
                 // Skip tracks that copy-on-write already handled while we waited; group the
                 // rest by the file that holds the source's view (it differs only in cascades).
                 let mut todo: Vec<(u64, Arc<dyn BlockFile>)> = Vec::new();
                 for t in tracks.iter().copied().filter(|t| !rel.bitmap.get(*t)) {
-                    match view_file(&rel.source, &source_links, t) {
-                        Ok(f) => todo.push((t, f)),
+                    match topology.view_file(rel.source, t) {
+                        Ok(f) => todo.push((t, f.clone())),
                         Err(failed) => {
                             self.fail_rel(
                                 rel,
@@ -69,7 +68,7 @@ impl Inner {
                     let (first, last) = (todo[i].0, todo[j - 1].0);
                     let start = geometry.track_start(first);
                     let end = geometry.track_start(last) + geometry.track_len(last);
-                    if let Err(e) = copy_into(&*todo[i].1, &rel.target, start, end) {
+                    if let Err(e) = copy_to_target(&*todo[i].1, target, start, end) {
                         self.fail_rel(rel, &format!("background copy to target failed: {e}"));
                         return Ok(copied);
                     }
@@ -98,7 +97,7 @@ impl Inner {
         if full || unpersisted >= inline_limit {
             self.persist(std::slice::from_ref(rel))?;
         } else if unpersisted >= PERSIST_EVERY_TRACKS {
-            self.kick_persister();
+            self.persist_wakeup.kick();
         }
         if full {
             self.complete(rel)?;
@@ -135,12 +134,12 @@ impl Inner {
         while !self.stopping.load(Ordering::Acquire) {
             let rel = self.next_copy_rel(next_rel);
             let Some(rel) = rel else {
-                self.wait_for_copy_work(Duration::from_millis(100));
+                self.copy_wakeup.wait(Duration::from_millis(100));
                 continue;
             };
             next_rel = rel.id + 1;
             let host_ops_before = self.host_ops.load(Ordering::Relaxed);
-            let (rate, track_size) = (rel.record.lock().copy_rate, rel.source.geometry.track_size);
+            let (rate, track_size) = (rel.record.lock().copy_rate, rel.geometry.track_size);
             // A rate-limited copy moves about 100 ms worth of tracks per step, so the limit holds
             // even below one step's worth per second.
             let step = if rate > 0 {
@@ -153,7 +152,7 @@ impl Inner {
                 Ok(n) => n,
                 Err(e) => {
                     tracing::error!(error = %e, "background copy stopped");
-                    self.wait_for_copy_work(Duration::from_secs(1));
+                    self.copy_wakeup.wait(Duration::from_secs(1));
                     continue;
                 }
             };
@@ -175,47 +174,6 @@ impl Inner {
         }
     }
 
-    /// The persister thread: makes background-copy bits durable off the copy path, as soon as
-    /// [`PERSIST_EVERY_TRACKS`] accumulate on a relationship, and at least every second.
-    pub(crate) fn persister_loop(self: &Arc<Self>) {
-        let mut last_full_pass = Instant::now();
-        while !self.stopping.load(Ordering::Acquire) {
-            {
-                let mut kicked = self.persist_kick.lock();
-                if !*kicked {
-                    self.persist_cv
-                        .wait_for(&mut kicked, Duration::from_millis(200));
-                }
-                *kicked = false;
-            }
-            let every = last_full_pass.elapsed() >= Duration::from_secs(1);
-            let due: Vec<Arc<Rel>> = self
-                .registry
-                .read()
-                .rels
-                .values()
-                .filter(|r| {
-                    let n = r.unpersisted_len();
-                    n >= PERSIST_EVERY_TRACKS || (every && n > 0)
-                })
-                .cloned()
-                .collect();
-            if every {
-                last_full_pass = Instant::now();
-            }
-            if !due.is_empty() {
-                if let Err(e) = self.persist(&due) {
-                    tracing::error!(error = %e, "persisting background copy bits failed");
-                }
-            }
-        }
-    }
-
-    pub(crate) fn kick_persister(&self) {
-        *self.persist_kick.lock() = true;
-        self.persist_cv.notify_one();
-    }
-
     /// Sleeps in short slices so shutdown is never held up by a slow copy rate.
     fn sleep_unless_stopping(&self, pause: Duration) {
         let until = Instant::now() + pause;
@@ -229,7 +187,7 @@ impl Inner {
     }
 
     fn next_copy_rel(&self, from_id: u64) -> Option<Arc<Rel>> {
-        let registry = self.registry.read();
+        let topology = self.topology.read();
         // A relationship with tracks to copy, or one whose copy is complete but which has not
         // ended or been marked copied yet (a reverse with nothing to restore starts that way).
         let wants = |r: &&Arc<Rel>| {
@@ -238,12 +196,12 @@ impl Inner {
                 && record.background_copy
                 && (!r.bitmap.is_full() || record.state == crate::catalog::RelState::Active)
         };
-        registry
-            .rels
-            .range(from_id..)
-            .map(|(_, r)| r)
+        let next = topology
+            .rels()
+            .filter(|r| r.id >= from_id)
             .find(wants)
-            .or_else(|| registry.rels.values().find(wants))
-            .cloned()
+            .or_else(|| topology.rels().find(wants))
+            .cloned();
+        next
     }
 }

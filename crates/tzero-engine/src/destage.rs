@@ -14,13 +14,13 @@
 //! bits clear, so targets still read T0 from the untouched source file.
 
 use crate::cache::PendingTrack;
+use crate::copy::copy_to_target;
 use crate::engine::Inner;
 use crate::error::IoError;
 use crate::relationship::{Rel, SOURCE, TARGET};
-use crate::storage::BlockFile;
-use crate::volume::{view_file, Links, Volume};
+use crate::topology::Topology;
+use crate::volume::Volume;
 use std::collections::BTreeSet;
-use std::io;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -28,94 +28,35 @@ use std::sync::Arc;
 /// of copy-on-write (256 gave 40 % of the throughput), small enough to keep lock holds short.
 pub(crate) const DESTAGE_BATCH: usize = 1024;
 
-/// Copies a range of T0 data into a target volume. Holes are discarded, so a space-efficient
-/// target gives the space of its old data back, except on tracks whose cached host writes
-/// have already reserved it.
-pub(crate) fn copy_into(
-    src: &dyn BlockFile,
-    target: &Volume,
-    start: u64,
-    end: u64,
-) -> io::Result<()> {
-    let reserved = target.thin.is_some() && {
-        let g = target.geometry;
-        let cache = target.cache.lock();
-        cache
-            .range(start / g.track_size..=(end - 1) / g.track_size)
-            .next()
-            .is_some()
-    };
-    copy_range(src, &*target.file, start, end, !reserved)
-}
-
-/// Copies `[start, end)` from `src` to `dst`, keeping holes as holes.
-pub(crate) fn copy_span(
-    src: &dyn BlockFile,
-    dst: &dyn BlockFile,
-    start: u64,
-    end: u64,
-) -> io::Result<()> {
-    copy_range(src, dst, start, end, false)
-}
-
-fn copy_range(
-    src: &dyn BlockFile,
-    dst: &dyn BlockFile,
-    start: u64,
-    end: u64,
-    discard: bool,
-) -> io::Result<()> {
-    let hole = |offset: u64, len: u64| {
-        if discard {
-            dst.discard(offset, len)
-        } else {
-            dst.punch_hole(offset, len)
-        }
-    };
-    let mut pos = start;
-    while pos < end {
-        match src.next_data(pos, end)? {
-            Some((data_start, data_end)) => {
-                if data_start > pos {
-                    hole(pos, data_start - pos)?;
-                }
-                dst.copy_range_from(src, data_start, data_end - data_start)?;
-                pos = data_end;
-            }
-            None => {
-                hole(pos, end - pos)?;
-                pos = end;
-            }
-        }
-    }
-    Ok(())
-}
-
 impl Inner {
     /// Destages the given tracks of `vol` (those that have cache entries), in batches.
     pub(crate) fn destage_tracks(
         &self,
+        topology: &Topology,
         vol: &Arc<Volume>,
-        links: &Links,
         tracks: &[u64],
     ) -> Result<usize, IoError> {
         let mut done = 0;
         for batch in tracks.chunks(DESTAGE_BATCH) {
-            done += self.destage_batch(vol, links, batch)?;
+            done += self.destage_batch(topology, vol, batch)?;
         }
         Ok(done)
     }
 
     /// Destages every track cached for `vol` when called.
-    pub(crate) fn destage_all(&self, vol: &Arc<Volume>, links: &Links) -> Result<usize, IoError> {
-        self.destage_range(vol, links, 0, u64::MAX)
+    pub(crate) fn destage_all(
+        &self,
+        topology: &Topology,
+        vol: &Arc<Volume>,
+    ) -> Result<usize, IoError> {
+        self.destage_range(topology, vol, 0, u64::MAX)
     }
 
     /// Destages the cached tracks of `vol` in `[first, last]`.
     pub(crate) fn destage_range(
         &self,
+        topology: &Topology,
         vol: &Arc<Volume>,
-        links: &Links,
         first: u64,
         last: u64,
     ) -> Result<usize, IoError> {
@@ -130,13 +71,13 @@ impl Inner {
             tracks.dedup();
             tracks
         };
-        self.destage_tracks(vol, links, &tracks)
+        self.destage_tracks(topology, vol, &tracks)
     }
 
     fn destage_batch(
         &self,
+        topology: &Topology,
         vol: &Arc<Volume>,
-        links: &Links,
         tracks: &[u64],
     ) -> Result<usize, IoError> {
         let _guards = self.locks.exclusive(tracks);
@@ -156,7 +97,7 @@ impl Inner {
             return Ok(0);
         }
         let held: u64 = entries.iter().map(|(_, p)| p.bytes()).sum();
-        let result = self.destage_entries(vol, links, &entries);
+        let result = self.destage_entries(topology, vol, &entries);
         {
             let mut in_flight = vol.in_flight.lock();
             for (t, _) in &entries {
@@ -169,8 +110,8 @@ impl Inner {
 
     fn destage_entries(
         &self,
+        topology: &Topology,
         vol: &Arc<Volume>,
-        links: &Links,
         entries: &[(u64, PendingTrack)],
     ) -> Result<(), IoError> {
         let geometry = vol.geometry;
@@ -180,16 +121,15 @@ impl Inner {
         for (track, pending) in entries {
             let start = geometry.track_start(*track);
             let end = start + geometry.track_len(*track);
-            let owed: Vec<&Arc<Rel>> = links
-                .source_of
-                .iter()
+            let owed: Vec<&Arc<Rel>> = topology
+                .source_of(vol.id)
                 .filter(|r| r.is_live() && !r.bitmap.get(*track))
                 .collect();
             if !owed.is_empty() {
-                match view_file(vol, links, *track) {
+                match topology.view_file(vol.id, *track) {
                     Ok(view) => {
                         for rel in owed {
-                            match copy_into(&*view, &rel.target, start, end) {
+                            match copy_to_target(&**view, topology.volume(rel.target), start, end) {
                                 Ok(()) => {
                                     rel.bitmap.set(*track);
                                     rel.mark_unpersisted([*track]);
@@ -210,19 +150,17 @@ impl Inner {
                     }
                 }
             }
-            if let Some(rel) = links.target_of.as_ref() {
+            if let Some(rel) = topology.target_of(vol.id) {
                 if rel.is_live() && !rel.bitmap.get(*track) {
                     let mut buf = vec![0u8; (end - start) as usize];
-                    let filled_ok = {
-                        let source_links = rel.source.links.read();
-                        view_file(&rel.source, &source_links, *track)
-                            .map_err(|failed| std::io::Error::other(format!("{failed} failed")))
-                    }
-                    .and_then(|view| view.read_at(&mut buf, start))
-                    .and_then(|()| {
-                        pending.overlay(0, &mut buf);
-                        vol.file.write_at(&buf, start)
-                    });
+                    let filled_ok = topology
+                        .view_file(rel.source, *track)
+                        .map_err(|failed| std::io::Error::other(format!("{failed} failed")))
+                        .and_then(|view| view.read_at(&mut buf, start))
+                        .and_then(|()| {
+                            pending.overlay(0, &mut buf);
+                            vol.file.write_at(&buf, start)
+                        });
                     match filled_ok {
                         Ok(()) => {
                             rel.bitmap.set(*track);
@@ -237,19 +175,19 @@ impl Inner {
                 }
             }
             // Change recording: the change is committed before the write reaches the disk.
-            for rel in &links.source_of {
+            for rel in topology.source_of(vol.id) {
                 if rel.recording.load(Ordering::Acquire) && rel.changed[SOURCE].set(*track) {
                     touched.push(rel.clone());
                 }
             }
-            if let Some(rel) = links.target_of.as_ref() {
+            if let Some(rel) = topology.target_of(vol.id) {
                 if rel.recording.load(Ordering::Acquire) && rel.changed[TARGET].set(*track) {
                     touched.push(rel.clone());
                 }
             }
         }
         // Bits the background copy set on these tracks must be durable before the source changes.
-        for rel in links.source_of.iter().chain(links.target_of.iter()) {
+        for rel in topology.source_of(vol.id).chain(topology.target_of(vol.id)) {
             let unpersisted = rel.unpersisted.lock();
             if entries.iter().any(|(t, _)| unpersisted.contains(t)) {
                 touched.push(rel.clone());

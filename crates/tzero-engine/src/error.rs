@@ -42,10 +42,19 @@ pub enum VolumeError {
     },
     #[error("volume {0:?}: a space-efficient volume must be allocated from an extent pool")]
     NeedsPool(String),
+    /// `--force` could not withdraw one of the volume's relationships.
+    #[error("withdrawing a relationship of volume {name:?} failed")]
+    Withdraw {
+        name: String,
+        #[source]
+        source: Box<FlashError>,
+    },
     #[error(transparent)]
     Catalog(#[from] CatalogError),
     #[error("the engine is poisoned by an earlier metadata failure; restart it")]
     Poisoned,
+    #[error("the engine is shutting down")]
+    ShuttingDown,
 }
 
 /// Errors of FlashCopy relationship management.
@@ -56,34 +65,119 @@ pub enum FlashError {
     VolumeNotFound(String),
     #[error("no FlashCopy relationship {0}:{1}")]
     NotFound(String, String),
+    /// The operation breaks a rule of FlashCopy; nothing was changed.
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    #[error("storage error during FlashCopy operation")]
+    Storage(#[source] io::Error),
+    /// Host I/O done on the operation's behalf (destaging pending writes) failed.
+    #[error(transparent)]
+    Io(IoError),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error("the engine is poisoned by an earlier metadata failure; restart it")]
+    Poisoned,
+    #[error("the engine is shutting down")]
+    ShuttingDown,
+}
+
+/// One variant per rule an operation can break. Each message says what to do instead.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Refusal {
+    #[error("no SRC:TGT pairs given")]
+    NoPairs,
     #[error("source and target are the same volume {0:?}")]
     SameVolume(String),
     #[error("volumes {src:?} and {tgt:?} differ in {what}")]
-    Mismatch {
+    SizeMismatch {
         src: String,
         tgt: String,
         what: &'static str,
     },
-    #[error("volume {target:?} is already the target of {existing:?}")]
-    TargetHasSource { target: String, existing: String },
-    #[error("volume {0:?} already has the maximum of {1} targets")]
-    TooManyTargets(String, usize),
-    #[error("{0}")]
-    Unsupported(String),
-    #[error("relationship {0}:{1} already does a background copy")]
-    AlreadyCopy(String, String),
+    #[error(
+        "volume {tgt:?} is already the target of {existing:?}; withdraw that relationship first"
+    )]
+    TargetInUse { tgt: String, existing: String },
+    #[error("volume {volume:?} already has the maximum of {max} targets")]
+    TooManyTargets { volume: String, max: usize },
+    #[error("{0} is named as a target twice")]
+    TargetTwice(String),
+    #[error("{0} is both a source and a target in one group")]
+    SourceAndTargetInGroup(String),
+    #[error("{src}:{tgt} would make a cycle: {tgt} is upstream of {src}")]
+    Cycle { src: String, tgt: String },
+    #[error("cannot {action}: {volume} is the source of {volume}:{dependent} whose copy is incomplete, and its point in time would change")]
+    HasDependents {
+        action: String,
+        volume: String,
+        dependent: String,
+    },
+    #[error("{0} is not the source of a FlashCopy relationship; only sources can be frozen")]
+    NotASource(String),
+    #[error("{0} is not frozen (no write I/O is held on it)")]
+    NotFrozen(String),
+    #[error(
+        "{src}:{tgt} does not record changes; establish it with --record --persist to {action}"
+    )]
+    NotRecording {
+        src: String,
+        tgt: String,
+        action: &'static str,
+    },
+    #[error("{src}:{tgt} has a revertible resync to commit or revert first")]
+    RevertPending { src: String, tgt: String },
+    #[error("{src}:{tgt} is not revertible: there is no revertible resync to {action} ({})", revertible_hint(.made_revertible))]
+    NotRevertible {
+        src: String,
+        tgt: String,
+        action: &'static str,
+        /// `setflashrevertible` was done but no resync followed.
+        made_revertible: bool,
+    },
+    #[error("{src}:{tgt}: the background copy is incomplete ({remaining} tracks to go); wait for it or use --fast")]
+    CopyIncomplete {
+        src: String,
+        tgt: String,
+        remaining: u64,
+    },
+    #[error("cannot reverse {src}:{tgt}: {src} is itself a target")]
+    SourceIsTarget { src: String, tgt: String },
+    #[error("cannot reverse {src}:{tgt}: {src} is also the source of {src}:{other} whose copy is incomplete")]
+    SourceHasIncompleteCopy {
+        src: String,
+        tgt: String,
+        other: String,
+    },
+    #[error("relationship {src}:{tgt} already does a background copy")]
+    AlreadyCopy { src: String, tgt: String },
     #[error("relationship {src}:{tgt} failed: {reason}")]
     Failed {
         src: String,
         tgt: String,
         reason: String,
     },
-    #[error("storage error during FlashCopy operation")]
-    Storage(#[source] io::Error),
-    #[error(transparent)]
-    Catalog(#[from] CatalogError),
-    #[error("the engine is poisoned by an earlier metadata failure; restart it")]
-    Poisoned,
+}
+
+/// What to do about a missing revertible resync.
+fn revertible_hint(made_revertible: &bool) -> &'static str {
+    if *made_revertible {
+        "setflashrevertible was done, but no resync has happened since"
+    } else {
+        "make it revertible with setflashrevertible, then resync"
+    }
+}
+
+impl From<IoError> for FlashError {
+    /// Every host I/O error keeps its meaning: only a poisoned engine is reported as one.
+    fn from(e: IoError) -> Self {
+        match e {
+            IoError::Poisoned => FlashError::Poisoned,
+            IoError::ShuttingDown => FlashError::ShuttingDown,
+            IoError::Storage { source, .. } => FlashError::Storage(source),
+            other => FlashError::Io(other),
+        }
+    }
 }
 
 /// Errors of host I/O on a volume.
@@ -163,4 +257,38 @@ pub enum OpenError {
 /// True when the error means the disk is full.
 pub(crate) fn is_no_space(e: &io::Error) -> bool {
     e.raw_os_error() == Some(28) || e.kind() == io::ErrorKind::StorageFull
+}
+
+/// Why the engine takes no more operations: the guard every public operation passes first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Down {
+    Poisoned,
+    ShuttingDown,
+}
+
+impl From<Down> for VolumeError {
+    fn from(d: Down) -> Self {
+        match d {
+            Down::Poisoned => VolumeError::Poisoned,
+            Down::ShuttingDown => VolumeError::ShuttingDown,
+        }
+    }
+}
+
+impl From<Down> for FlashError {
+    fn from(d: Down) -> Self {
+        match d {
+            Down::Poisoned => FlashError::Poisoned,
+            Down::ShuttingDown => FlashError::ShuttingDown,
+        }
+    }
+}
+
+impl From<Down> for IoError {
+    fn from(d: Down) -> Self {
+        match d {
+            Down::Poisoned => IoError::Poisoned,
+            Down::ShuttingDown => IoError::ShuttingDown,
+        }
+    }
 }

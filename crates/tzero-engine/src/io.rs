@@ -10,9 +10,10 @@
 //! - Flush: destage the volume's cached tracks, then sync its file.
 
 use crate::cache::PendingTrack;
-use crate::engine::{map_write_err, Inner};
+use crate::engine::Inner;
 use crate::error::IoError;
-use crate::volume::{view_file, Volume};
+use crate::volume::Volume;
+use crate::volumes::map_write_err;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -52,12 +53,12 @@ impl VolumeHandle {
 
     /// Read-only to hosts: the target of a relationship with target write inhibit.
     pub fn is_read_only(&self) -> bool {
-        self.vol.write_inhibited()
+        self.inner.topology.read().write_inhibited(self.vol.id)
     }
 
     /// Checks a host write: refused while write-inhibited, held while frozen.
     fn admit_write(&self) -> Result<(), IoError> {
-        if self.vol.write_inhibited() {
+        if self.is_read_only() {
             return Err(IoError::ReadOnly(self.vol.name.clone()));
         }
         self.vol.wait_unfrozen();
@@ -68,10 +69,7 @@ impl VolumeHandle {
         if self.vol.deleted.load(Ordering::Acquire) {
             return Err(IoError::Deleted(self.vol.name.clone()));
         }
-        if self.inner.stopping.load(Ordering::Acquire) {
-            return Err(IoError::ShuttingDown);
-        }
-        self.inner.check_poison()?;
+        self.inner.guard()?;
         if !self.vol.geometry.check_range(offset, len) {
             return Err(IoError::OutOfRange {
                 offset,
@@ -93,8 +91,7 @@ impl VolumeHandle {
     pub fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), IoError> {
         self.check(offset, buf.len() as u64)?;
         let vol = &self.vol;
-        let _topology = self.inner.topology.read();
-        let links = vol.links.read();
+        let topology = self.inner.topology.read();
         for span in vol.geometry.spans(offset, buf.len() as u64) {
             let out = &mut buf[span.buf_offset as usize..(span.buf_offset + span.len) as usize];
             let _stripe = self.inner.locks.shared(span.track);
@@ -104,7 +101,9 @@ impl VolumeHandle {
                     continue;
                 }
             }
-            let file = view_file(vol, &links, span.track).map_err(IoError::TargetFailed)?;
+            let file = topology
+                .view_file(vol.id, span.track)
+                .map_err(IoError::TargetFailed)?;
             file.read_at(out, offset + span.buf_offset)
                 .map_err(|e| self.read_err(e))?;
             if let Some(p) = vol.cache.lock().get(&span.track) {
@@ -136,7 +135,7 @@ impl VolumeHandle {
             // A freeze is set under the exclusive topology lock, so a write that holds the lock
             // shared and sees no freeze is ordered before it; one that sees a freeze lets go
             // of the lock (admin operations must not wait for it) and waits.
-            let _topology = loop {
+            let topology = loop {
                 let guard = inner.topology.read();
                 if !vol.is_frozen() {
                     break guard;
@@ -144,7 +143,6 @@ impl VolumeHandle {
                 drop(guard);
                 vol.wait_unfrozen();
             };
-            let links = vol.links.read();
             for span in vol.geometry.spans(offset, data.len() as u64) {
                 let piece = &data[span.buf_offset as usize..(span.buf_offset + span.len) as usize];
                 let _stripe = inner.locks.shared(span.track);
@@ -160,7 +158,7 @@ impl VolumeHandle {
                     unused -= p.insert(span.in_track, piece);
                     continue;
                 }
-                if links.write_through_ok(span.track) {
+                if topology.write_through_ok(vol.id, span.track) {
                     drop(cache);
                     vol.file
                         .write_at(piece, offset + span.buf_offset)
@@ -191,10 +189,9 @@ impl VolumeHandle {
     pub(crate) fn flush_unchecked(&self) -> Result<(), IoError> {
         self.inner.check_poison()?;
         let upstream = {
-            let _topology = self.inner.topology.read();
-            let links = self.vol.links.read();
-            self.inner.destage_all(&self.vol, &links)?;
-            crate::volume::upstream_files(&links)
+            let topology = self.inner.topology.read();
+            self.inner.destage_all(&topology, &self.vol)?;
+            topology.upstream_files(self.vol.id)
         };
         self.sync_file()?;
         // A target's uncopied tracks are its sources' bytes at T0, which establish did not
@@ -211,9 +208,9 @@ impl VolumeHandle {
         let first = offset / g.track_size;
         let last = (offset + len.max(1) - 1) / g.track_size;
         {
-            let _topology = self.inner.topology.read();
-            let links = self.vol.links.read();
-            self.inner.destage_range(&self.vol, &links, first, last)?;
+            let topology = self.inner.topology.read();
+            self.inner
+                .destage_range(&topology, &self.vol, first, last)?;
         }
         self.sync_file()
     }
@@ -242,9 +239,9 @@ impl VolumeHandle {
         self.admit_write()?;
         let vol = &self.vol;
         let punched = punch && {
-            let _topology = self.inner.topology.read();
+            let topology = self.inner.topology.read();
             // No relationship and nothing cached: nothing can route through these bytes.
-            let alone = vol.links.read().is_empty() && vol.cache.lock().is_empty();
+            let alone = topology.links(vol.id).is_empty() && vol.cache.lock().is_empty();
             if alone {
                 vol.file
                     .discard(offset, len)
@@ -279,15 +276,14 @@ impl VolumeHandle {
         self.check(offset, len)?;
         let vol = &self.vol;
         let g = vol.geometry;
-        let _topology = self.inner.topology.read();
-        let links = vol.links.read();
+        let topology = self.inner.topology.read();
         let mut extents: Vec<Extent> = Vec::new();
         let mut push = |length: u64, allocated: bool| match extents.last_mut() {
             Some(last) if last.allocated == allocated => last.length += length,
             _ => extents.push(Extent { length, allocated }),
         };
         let end = offset + len;
-        if links.target_of.is_none() && vol.cache.lock().is_empty() {
+        if topology.target_of(vol.id).is_none() && vol.cache.lock().is_empty() {
             let mut pos = offset;
             while pos < end {
                 match vol.file.next_data(pos, end).map_err(|e| self.read_err(e))? {
@@ -311,7 +307,9 @@ impl VolumeHandle {
         while pos < end && tracks < BLOCK_STATUS_MAX_TRACKS {
             let track = pos / g.track_size;
             let track_end = (g.track_start(track) + g.track_len(track)).min(end);
-            let file = view_file(vol, &links, track).map_err(IoError::TargetFailed)?;
+            let file = topology
+                .view_file(vol.id, track)
+                .map_err(IoError::TargetFailed)?;
             let cached = vol.cache.lock().contains_key(&track);
             let allocated = cached
                 || file

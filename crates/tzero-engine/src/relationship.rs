@@ -15,15 +15,15 @@ use crate::bitmap::Bitmap;
 use crate::catalog::{
     RelRecord, RelState, KIND_CHANGED_SOURCE, KIND_CHANGED_TARGET, KIND_COPIED, KIND_REVERT_SET,
 };
+use crate::geometry::Geometry;
+use crate::graph::VolId;
+use crate::storage::BlockFile;
 use crate::volume::Volume;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-
-/// Most targets one source may have, as on the DS8000.
-pub const MAX_TARGETS_PER_SOURCE: usize = 12;
 
 /// Options given at establish.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, Default, PartialEq, Eq)]
@@ -92,8 +92,14 @@ pub(crate) const TARGET: usize = 1;
 #[derive(Debug)]
 pub(crate) struct Rel {
     pub id: u64,
-    pub source: Arc<Volume>,
-    pub target: Arc<Volume>,
+    pub source: VolId,
+    pub target: VolId,
+    /// Volume names never change: kept here for messages and listings.
+    pub source_name: String,
+    pub target_name: String,
+    pub geometry: Geometry,
+    /// The target's file, which persisting the bitmap syncs before it commits bits.
+    pub target_file: Arc<dyn BlockFile>,
     pub bitmap: Bitmap,
     /// Change recording, indexed by [`SOURCE`] and [`TARGET`].
     pub changed: [Bitmap; 2],
@@ -119,14 +125,18 @@ pub(crate) struct Rel {
 }
 
 impl Rel {
-    pub fn new(record: RelRecord, source: Arc<Volume>, target: Arc<Volume>) -> Self {
+    pub fn new(record: RelRecord, source: &Volume, target: &Volume) -> Self {
         let tracks = source.geometry.tracks();
         Rel {
             id: record.id,
             failed: AtomicBool::new(record.state == RelState::Failed),
             failing: AtomicBool::new(record.state == RelState::Failed),
-            source,
-            target,
+            source: source.id,
+            target: target.id,
+            source_name: source.name.clone(),
+            target_name: target.name.clone(),
+            geometry: source.geometry,
+            target_file: target.file.clone(),
             bitmap: Bitmap::new(tracks),
             changed: [Bitmap::new(tracks), Bitmap::new(tracks)],
             revert_set: Bitmap::new(tracks),
@@ -206,15 +216,15 @@ impl Rel {
         };
         FlashInfo {
             id: self.id,
-            source: self.source.name.clone(),
-            target: self.target.name.clone(),
+            source: self.source_name.clone(),
+            target: self.target_name.clone(),
             background_copy: r.background_copy,
             persistent: r.persistent,
             copy_rate: r.copy_rate,
             state,
             out_of_sync_tracks: self.bitmap.clear_count(),
             total_tracks: self.bitmap.len(),
-            track_size: self.source.geometry.track_size,
+            track_size: self.geometry.track_size,
             created_ms: r.created_ms,
             synced_ms: r.synced_ms,
             failure: r.failure.clone(),

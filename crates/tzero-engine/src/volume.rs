@@ -1,77 +1,17 @@
-//! A volume: its file, geometry, write cache and the relationships it takes part in.
+//! A volume: its file, geometry, write cache and freeze state. The relationships it takes part
+//! in are the topology's to know ([`crate::topology`]).
 
 use crate::cache::PendingTrack;
 use crate::catalog::{Provisioning, VolumeRecord};
 use crate::geometry::Geometry;
-use crate::relationship::{Rel, SOURCE, TARGET};
 use crate::space::{Pool, ThinFile};
 use crate::storage::BlockFile;
-use parking_lot::{Mutex, RwLock};
+use crate::topology::Topology;
+use parking_lot::Mutex;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-
-/// The relationships a volume takes part in.
-#[derive(Debug, Default)]
-pub(crate) struct Links {
-    pub target_of: Option<Arc<Rel>>,
-    pub source_of: Vec<Arc<Rel>>,
-}
-
-impl Links {
-    pub fn is_empty(&self) -> bool {
-        self.target_of.is_none() && self.source_of.is_empty()
-    }
-
-    /// True when a write to `track` may go straight to the volume file: no relationship still
-    /// owes T0 data or a change record for it, durably. Callers hold the track's stripe.
-    pub fn write_through_ok(&self, track: u64) -> bool {
-        let owed = |side: usize| move |r: &Arc<Rel>| r.is_live() && !r.settled(side, track);
-        !self.source_of.iter().any(owed(SOURCE))
-            && !self.target_of.as_ref().is_some_and(owed(TARGET))
-    }
-}
-
-/// Where a volume's view of `track` lives: `None` for its own file, or the volume whose file
-/// holds it. A target whose bit is clear sees its source's view, which may itself be a target
-/// (cascading, A→B→C: C's uncopied track is B's view, which may be A's file).
-///
-/// Callers hold the topology lock (shared or exclusive), so no link changes under them.
-/// Errors with the name of a volume whose relationship failed: its view is gone.
-pub(crate) fn view_source(links: &Links, track: u64) -> Result<Option<Arc<Volume>>, String> {
-    let step = |links: &Links| -> Result<Option<Arc<Volume>>, String> {
-        match &links.target_of {
-            Some(r) if r.failed.load(std::sync::atomic::Ordering::Acquire) => {
-                Err(r.target.name.clone())
-            }
-            Some(r) if !r.bitmap.get(track) => Ok(Some(r.source.clone())),
-            _ => Ok(None),
-        }
-    };
-    let Some(mut view) = step(links)? else {
-        return Ok(None);
-    };
-    loop {
-        let up = step(&view.links.read())?;
-        match up {
-            Some(next) => view = next,
-            None => return Ok(Some(view)),
-        }
-    }
-}
-
-/// The file holding `vol`'s view of `track`.
-pub(crate) fn view_file(
-    vol: &Volume,
-    links: &Links,
-    track: u64,
-) -> Result<Arc<dyn BlockFile>, String> {
-    Ok(match view_source(links, track)? {
-        Some(v) => v.file.clone(),
-        None => vol.file.clone(),
-    })
-}
 
 #[derive(Debug)]
 pub(crate) struct Volume {
@@ -82,9 +22,6 @@ pub(crate) struct Volume {
     pub created_ms: u64,
     pub contents_undefined: AtomicBool,
     pub deleted: AtomicBool,
-    /// The relationships this volume takes part in. Changed only under the engine's topology
-    /// lock held exclusively; read under it held shared, so a request sees one consistent graph.
-    pub links: RwLock<Links>,
     /// Pending writes by track (see [`crate::cache`]).
     pub cache: Mutex<BTreeMap<u64, PendingTrack>>,
     /// Tracks whose cached writes a destage batch has taken but not yet written. A flush waits
@@ -138,7 +75,6 @@ impl Volume {
             created_ms: record.created_ms,
             contents_undefined: AtomicBool::new(record.contents_undefined),
             deleted: AtomicBool::new(false),
-            links: RwLock::new(Links::default()),
             cache: Mutex::new(BTreeMap::new()),
             in_flight: Mutex::new(std::collections::BTreeSet::new()),
             write_error: Mutex::new(None),
@@ -148,15 +84,6 @@ impl Volume {
             frozen_until: Mutex::new(None),
             thawed: parking_lot::Condvar::new(),
         }
-    }
-
-    /// True while hosts may not write: the target of a live relationship with write inhibit.
-    pub fn write_inhibited(&self) -> bool {
-        self.links
-            .read()
-            .target_of
-            .as_ref()
-            .is_some_and(|r| r.is_live() && r.inhibit.load(std::sync::atomic::Ordering::Acquire))
     }
 
     /// Waits while a freeze holds writes. The hold ends at `unfreeze` or at its deadline, when
@@ -180,29 +107,40 @@ impl Volume {
             .is_some_and(|d| std::time::Instant::now() < d)
     }
 
-    pub fn info(&self) -> VolumeInfo {
+    /// What callers see; the topology gives the volume's roles.
+    pub fn info(&self, topology: &Topology) -> VolumeInfo {
         use std::sync::atomic::Ordering;
-        let links = self.links.read();
         VolumeInfo {
             name: self.name.clone(),
             capacity_bytes: self.geometry.capacity,
             track_size: self.geometry.track_size,
             allocated_bytes: self.file.allocated_bytes().unwrap_or(0),
             created_ms: self.created_ms,
-            source_of: links
-                .source_of
-                .iter()
-                .map(|r| r.target.name.clone())
+            source_of: topology
+                .source_of(self.id)
+                .map(|r| r.target_name.clone())
                 .collect(),
-            target_of: links.target_of.as_ref().map(|r| r.source.name.clone()),
+            target_of: topology.target_of(self.id).map(|r| r.source_name.clone()),
             contents_undefined: self.contents_undefined.load(Ordering::Acquire),
             pool: self.pool.as_ref().map(|p| p.name.clone()),
             provisioning: self.provisioning,
             frozen: self.is_frozen(),
-            write_inhibited: links
-                .target_of
-                .as_ref()
-                .is_some_and(|r| r.is_live() && r.inhibit.load(Ordering::Acquire)),
+            write_inhibited: topology.write_inhibited(self.id),
+        }
+    }
+
+    /// The catalog record of the volume as it is now.
+    pub fn record(&self) -> VolumeRecord {
+        use std::sync::atomic::Ordering;
+        VolumeRecord {
+            id: self.id,
+            name: self.name.clone(),
+            capacity: self.geometry.capacity,
+            track_size: self.geometry.track_size,
+            created_ms: self.created_ms,
+            contents_undefined: self.contents_undefined.load(Ordering::Acquire),
+            pool: self.pool.as_ref().map(|p| p.id),
+            provisioning: self.provisioning,
         }
     }
 }
@@ -214,28 +152,4 @@ pub(crate) fn valid_name(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
-}
-
-/// The files a volume still reads through: each source up its cascade whose copy to the volume
-/// below it is incomplete. Syncing them with the volume's own file makes its whole view durable.
-pub(crate) fn upstream_files(links: &Links) -> Vec<(String, Arc<dyn BlockFile>)> {
-    let mut files = Vec::new();
-    let mut rel = links.target_of.clone();
-    while let Some(r) = rel {
-        if !r.is_live() || r.bitmap.is_full() {
-            break;
-        }
-        files.push((r.source.name.clone(), r.source.file.clone()));
-        rel = r.source.links.read().target_of.clone();
-    }
-    files
-}
-
-/// Makes a volume's whole view durable: its file and every file it still reads through.
-pub(crate) fn sync_view(vol: &Volume) -> std::io::Result<()> {
-    vol.file.sync()?;
-    for (_, file) in upstream_files(&vol.links.read()) {
-        file.sync()?;
-    }
-    Ok(())
 }

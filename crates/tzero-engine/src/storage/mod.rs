@@ -7,6 +7,7 @@
 //! a chosen number of mutating operations. It exists for model and crash tests only.
 
 pub mod file;
+#[cfg(any(test, feature = "test-util"))]
 pub mod mem;
 
 use std::any::Any;
