@@ -6,7 +6,9 @@
 
 use std::sync::Arc;
 use tzero_engine::storage::mem::MemStorage;
-use tzero_engine::{Engine, EngineConfig, FlashOptions, FlashState, IoError};
+use tzero_engine::{
+    Engine, EngineConfig, FlashError, FlashOptions, FlashState, IoError, Refusal, VolumeError,
+};
 
 const TRACK: u64 = 4096;
 const CAP: u64 = 64 * TRACK;
@@ -106,6 +108,43 @@ fn failed_catalog_commit_poisons_the_engine() {
     ));
     let mut buf = [0u8; 10];
     assert!(matches!(a.read(0, &mut buf), Err(IoError::Poisoned)));
+    // Every operation that could change metadata is refused before it changes anything: one
+    // guard at the start of each, so none commits on top of a state that may be wrong.
+    let poisoned = |r: Result<(), FlashError>| matches!(r, Err(FlashError::Poisoned));
+    assert!(poisoned(
+        engine.set_copy_rate("a", "b", 1 << 20).map(|_| ())
+    ));
+    assert!(poisoned(engine.start_background_copy("a", "b").map(|_| ())));
+    assert!(poisoned(
+        engine.set_target_inhibit("a", "b", true).map(|_| ())
+    ));
+    assert!(poisoned(engine.withdraw_after_copy("a", "b").map(|_| ())));
+    assert!(poisoned(engine.withdraw("a", "b").map(|_| ())));
+    assert!(poisoned(
+        engine
+            .establish("b", "a", FlashOptions::default())
+            .map(|_| ())
+    ));
+    assert!(poisoned(
+        engine.resync("a", "b", FlashOptions::default()).map(|_| ())
+    ));
+    assert!(poisoned(engine.reverse("a", "b", true).map(|_| ())));
+    assert!(poisoned(engine.set_revertible("a", "b").map(|_| ())));
+    assert!(poisoned(
+        engine
+            .freeze(&["a".into()], std::time::Duration::from_secs(1))
+            .map(|_| ())
+    ));
+    assert!(poisoned(engine.copy_step(1).map(|_| ())));
+    let vol_poisoned = |r: Result<(), VolumeError>| matches!(r, Err(VolumeError::Poisoned));
+    assert!(vol_poisoned(
+        engine.create_volume("c", CAP, TRACK).map(|_| ())
+    ));
+    assert!(vol_poisoned(engine.delete_volume("a", true).map(|_| ())));
+    assert!(vol_poisoned(engine.create_pool("p", CAP).map(|_| ())));
+    assert!(vol_poisoned(engine.handle("a").map(|_| ())));
+    // Reads of the listing need no metadata and keep working.
+    assert_eq!(engine.relationships()[0].copy_rate, 0, "nothing changed");
     drop(engine);
     let engine = Engine::open(storage, manual()).unwrap();
     let b = engine.handle("b").unwrap();
@@ -141,9 +180,19 @@ fn bad_volume_parameters_are_refused() {
     assert!(engine.create_volume("a", CAP, TRACK).is_err());
     engine.create_volume("b", 2 * CAP, TRACK).unwrap();
     engine.create_volume("c", CAP, 2 * TRACK).unwrap();
-    assert!(engine.establish("a", "b", FlashOptions::default()).is_err());
-    assert!(engine.establish("a", "c", FlashOptions::default()).is_err());
-    assert!(engine.establish("a", "a", FlashOptions::default()).is_err());
+    let mismatch = |r: Result<_, FlashError>, what: &str| matches!(r, Err(FlashError::Refused(Refusal::SizeMismatch { what: w, .. })) if w == what);
+    assert!(mismatch(
+        engine.establish("a", "b", FlashOptions::default()),
+        "capacity"
+    ));
+    assert!(mismatch(
+        engine.establish("a", "c", FlashOptions::default()),
+        "track size"
+    ));
+    assert!(matches!(
+        engine.establish("a", "a", FlashOptions::default()),
+        Err(FlashError::Refused(Refusal::SameVolume(_)))
+    ));
     assert!(engine
         .establish("a", "zz", FlashOptions::default())
         .is_err());
@@ -164,9 +213,10 @@ fn twelve_targets_then_refuse_the_thirteenth() {
             .establish("s", &format!("t{i}"), FlashOptions::default())
             .unwrap();
     }
-    assert!(engine
-        .establish("s", "t12", FlashOptions::default())
-        .is_err());
+    assert!(matches!(
+        engine.establish("s", "t12", FlashOptions::default()),
+        Err(FlashError::Refused(Refusal::TooManyTargets { max: 12, .. }))
+    ));
     s.write(0, &[99; 64], false).unwrap();
     s.flush().unwrap();
     for i in 0..12u8 {

@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use tzero_engine::storage::mem::MemStorage;
 use tzero_engine::{
-    Engine, EngineConfig, FlashError, FlashOptions, FlashState, IoError, VolumeOptions,
+    Engine, EngineConfig, FlashError, FlashOptions, FlashState, IoError, Refusal, VolumeOptions,
 };
 
 const VOLUMES: usize = 4;
@@ -653,7 +653,9 @@ impl Harness {
                 let result = self.engine().resync(&name(r.src), &name(*tgt), opts);
                 // Destaging inside the operation may fail the relationship (its thin target ran out
                 // of space): then the operation is refused, which is right.
-                if matches!(result, Err(FlashError::Failed { .. })) && self.may_fail(*tgt) {
+                if matches!(result, Err(FlashError::Refused(Refusal::Failed { .. })))
+                    && self.may_fail(*tgt)
+                {
                     return;
                 }
                 assert_eq!(
@@ -709,7 +711,9 @@ impl Harness {
                 let result = self.engine().revert(&name(r.src), &name(*tgt));
                 // Destaging inside the operation may fail the relationship (its thin target ran out
                 // of space): then the operation is refused, which is right.
-                if matches!(result, Err(FlashError::Failed { .. })) && self.may_fail(*tgt) {
+                if matches!(result, Err(FlashError::Refused(Refusal::Failed { .. })))
+                    && self.may_fail(*tgt)
+                {
                     return;
                 }
                 assert_eq!(
@@ -799,7 +803,9 @@ impl Harness {
                 let result = self.engine().reverse(&name(r.src), &name(*tgt), *fast);
                 // Destaging inside the operation may fail the relationship (its thin target ran out
                 // of space): then the operation is refused, which is right.
-                if matches!(result, Err(FlashError::Failed { .. })) && self.may_fail(*tgt) {
+                if matches!(result, Err(FlashError::Refused(Refusal::Failed { .. })))
+                    && self.may_fail(*tgt)
+                {
                     return;
                 }
                 assert_eq!(
