@@ -154,16 +154,13 @@ pub fn flash_error(e: &FlashError) -> (StatusCode, &'static str) {
     match e {
         FlashError::VolumeNotFound(_) => (StatusCode::NOT_FOUND, "volume_not_found"),
         FlashError::NotFound(..) => (StatusCode::NOT_FOUND, "relationship_not_found"),
-        FlashError::SameVolume(_) => (StatusCode::BAD_REQUEST, "same_volume"),
-        FlashError::Mismatch { .. } => (StatusCode::BAD_REQUEST, "volume_mismatch"),
-        FlashError::TargetHasSource { .. } => (StatusCode::CONFLICT, "target_has_source"),
-        FlashError::TooManyTargets(..) => (StatusCode::CONFLICT, "too_many_targets"),
-        // The engine's refusals of a topology or state: a cycle, a volume
-        // whose own targets still read through it, a resync without change
-        // recording, a reverse before the copy completes. The message says which.
-        FlashError::Unsupported(_) => (StatusCode::CONFLICT, "flash_refused"),
-        FlashError::AlreadyCopy(..) => (StatusCode::CONFLICT, "already_copy"),
-        FlashError::Failed { .. } => (StatusCode::CONFLICT, "relationship_failed"),
+        FlashError::Refused(tzero_engine::Refusal::SameVolume(_)) => (StatusCode::BAD_REQUEST, "same_volume"),
+        FlashError::Refused(tzero_engine::Refusal::SizeMismatch { .. }) => (StatusCode::BAD_REQUEST, "volume_mismatch"),
+        FlashError::Refused(tzero_engine::Refusal::TargetInUse { .. }) => (StatusCode::CONFLICT, "target_has_source"),
+        FlashError::Refused(tzero_engine::Refusal::TooManyTargets { .. }) => (StatusCode::CONFLICT, "too_many_targets"),
+        FlashError::Refused(tzero_engine::Refusal::AlreadyCopy { .. }) => (StatusCode::CONFLICT, "already_copy"),
+        FlashError::Refused(tzero_engine::Refusal::Failed { .. }) => (StatusCode::CONFLICT, "relationship_failed"),
+        FlashError::Refused(_) => (StatusCode::CONFLICT, "flash_refused"),
         FlashError::Storage(e) if is_no_space(e) => (StatusCode::INSUFFICIENT_STORAGE, "no_space"),
         FlashError::Storage(_) => (StatusCode::INTERNAL_SERVER_ERROR, "storage_error"),
         FlashError::Catalog(_) => (StatusCode::INTERNAL_SERVER_ERROR, "catalog_error"),
@@ -1249,14 +1246,14 @@ mod tests {
             detail: "source of b".into(),
         });
         assert_eq!((s, c), (StatusCode::CONFLICT, "volume_in_use"));
-        let (s, c) = flash_error(&FlashError::TargetHasSource {
-            target: "b".into(),
+        let (s, c) = flash_error(&FlashError::Refused(tzero_engine::Refusal::TargetInUse {
+            tgt: "b".into(),
             existing: "a".into(),
-        });
+        }));
         assert_eq!((s, c), (StatusCode::CONFLICT, "target_has_source"));
         let (s, c) = flash_error(&FlashError::Storage(std::io::Error::other("disk on fire")));
         assert_eq!((s, c), (StatusCode::INTERNAL_SERVER_ERROR, "storage_error"));
-        let (s, c) = flash_error(&FlashError::Unsupported("a cycle".into()));
+        let (s, c) = flash_error(&FlashError::Refused(tzero_engine::Refusal::NoPairs));
         assert_eq!((s, c), (StatusCode::CONFLICT, "flash_refused"));
         let (s, c) = volume_error(&VolumeError::PoolNotFound("p".into()));
         assert_eq!((s, c), (StatusCode::NOT_FOUND, "pool_not_found"));
