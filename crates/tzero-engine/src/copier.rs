@@ -6,15 +6,22 @@
 //! write that would destroy the T0 data they protect goes through the destager, which makes them
 //! durable first. So a crash can only make the copy redo tracks, never lose T0.
 //!
-//! The copier yields to host I/O: after a step during which the host did I/O, it sleeps as long
-//! as the step took, so copying takes at most half the disk's time while hosts are busy. A
-//! per-relationship rate limit in bytes per second applies on top.
+//! One copier thread serves every COPY relationship. Each relationship is paced on its own: a
+//! rate-limited one (bytes per second) is not due again until the bytes of its last step have
+//! had their time at its current rate, and the copier takes the due relationships round robin,
+//! waiting for the earliest one only when none is due. So a slow relationship never holds up a
+//! fast one, and a rate change applies from the next decision on.
+//!
+//! The copier yields to host I/O, for all relationships alike since they share the disk: after
+//! a step during which the host did I/O, it sleeps as long as the step took, so copying takes at
+//! most half the disk's time while hosts are busy.
 
 use crate::copy::copy_to_target;
 use crate::engine::Inner;
 use crate::error::FlashError;
 use crate::relationship::Rel;
 use crate::storage::BlockFile;
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,6 +30,35 @@ use std::time::{Duration, Instant};
 pub(crate) const COPY_STEP_TRACKS: u64 = 256;
 /// Unpersisted bits are made durable once this many accumulate.
 pub(crate) const PERSIST_EVERY_TRACKS: usize = 4096;
+/// The copier looks at the relationships at least this often even without a kick, in case one
+/// came to want copying without one.
+const RESCAN: Duration = Duration::from_millis(100);
+
+/// A rate-limited relationship's last step: when it began and how many bytes it copied. The
+/// next step is due once those bytes have had their time at the rate set *now*, so
+/// `set_copy_rate` (which kicks the copier) takes effect at once, up or down.
+#[derive(Debug, Clone, Copy)]
+struct Paced {
+    began: Instant,
+    bytes: u64,
+}
+
+impl Paced {
+    fn due(self, rate: u64) -> Instant {
+        if rate == 0 {
+            return self.began;
+        }
+        self.began + Duration::from_secs_f64(self.bytes as f64 / rate as f64)
+    }
+}
+
+/// What the copier does next.
+enum Next {
+    Copy(Arc<Rel>),
+    /// Relationships want copying, but none is due before this instant.
+    WaitUntil(Instant),
+    Idle,
+}
 
 impl Inner {
     /// Copies up to `max_tracks` tracks of `rel`. Returns the number copied.
@@ -128,14 +164,25 @@ impl Inner {
         tracks
     }
 
-    /// The copier thread: serves COPY relationships round robin until shutdown.
+    /// The copier thread: serves the due COPY relationships round robin until shutdown.
     pub(crate) fn copier_loop(self: &Arc<Self>) {
         let mut next_rel = 0u64;
+        // Per relationship id, kept here rather than in `Rel`: only this thread paces.
+        let mut paced: HashMap<u64, Paced> = HashMap::new();
         while !self.stopping.load(Ordering::Acquire) {
-            let rel = self.next_copy_rel(next_rel);
-            let Some(rel) = rel else {
-                self.copy_wakeup.wait(Duration::from_millis(100));
-                continue;
+            let now = Instant::now();
+            let rel = match self.next_copy_rel(next_rel, &mut paced, now) {
+                Next::Copy(rel) => rel,
+                // A kick (new work, a rate change, shutdown) ends the wait early.
+                Next::WaitUntil(due) => {
+                    self.copy_wakeup
+                        .wait(due.saturating_duration_since(now).min(RESCAN));
+                    continue;
+                }
+                Next::Idle => {
+                    self.copy_wakeup.wait(RESCAN);
+                    continue;
+                }
             };
             next_rel = rel.id + 1;
             let host_ops_before = self.host_ops.load(Ordering::Relaxed);
@@ -157,6 +204,18 @@ impl Inner {
                 }
             };
             let took = began.elapsed();
+            // The limit is this relationship's alone: it only pushes back its own next step.
+            if rate > 0 && copied > 0 {
+                paced.insert(
+                    rel.id,
+                    Paced {
+                        began,
+                        bytes: copied * track_size,
+                    },
+                );
+            } else {
+                paced.remove(&rel.id);
+            }
             let mut pause = Duration::ZERO;
             if self.host_ops.load(Ordering::Relaxed) != host_ops_before {
                 pause = took;
@@ -166,15 +225,11 @@ impl Inner {
                 // same copying for them, so the copier steps back further and leaves it the disk.
                 pause = took * 3;
             }
-            if rate > 0 && copied > 0 {
-                let budget = Duration::from_secs_f64((copied * track_size) as f64 / rate as f64);
-                pause = pause.max(budget.saturating_sub(took));
-            }
             self.sleep_unless_stopping(pause);
         }
     }
 
-    /// Sleeps in short slices so shutdown is never held up by a slow copy rate.
+    /// Sleeps in short slices so shutdown is never held up by a long yield to host I/O.
     fn sleep_unless_stopping(&self, pause: Duration) {
         let until = Instant::now() + pause;
         while !self.stopping.load(Ordering::Acquire) {
@@ -186,22 +241,37 @@ impl Inner {
         }
     }
 
-    fn next_copy_rel(&self, from_id: u64) -> Option<Arc<Rel>> {
+    /// The first relationship from `from_id` on (wrapping) that wants copying and is due, or
+    /// when the earliest one that wants copying will be due.
+    fn next_copy_rel(&self, from_id: u64, paced: &mut HashMap<u64, Paced>, now: Instant) -> Next {
         let topology = self.topology.read();
-        // A relationship with tracks to copy, or one whose copy is complete but which has not
-        // ended or been marked copied yet (a reverse with nothing to restore starts that way).
-        let wants = |r: &&Arc<Rel>| {
-            let record = r.record.lock();
-            r.is_live()
-                && record.background_copy
-                && (!r.bitmap.is_full() || record.state == crate::catalog::RelState::Active)
-        };
-        let next = topology
+        paced.retain(|id, _| topology.rel(*id).is_some());
+        let mut earliest: Option<Instant> = None;
+        let ordered = topology
             .rels()
             .filter(|r| r.id >= from_id)
-            .find(wants)
-            .or_else(|| topology.rels().find(wants))
-            .cloned();
-        next
+            .chain(topology.rels().filter(|r| r.id < from_id));
+        for r in ordered {
+            let id = &r.id;
+            let rate = {
+                let record = r.record.lock();
+                // A relationship with tracks to copy, or one whose copy is complete but which
+                // has not ended or been marked copied yet (a reverse with nothing to restore
+                // starts that way).
+                let wants = r.is_live()
+                    && record.background_copy
+                    && (!r.bitmap.is_full() || record.state == crate::catalog::RelState::Active);
+                if !wants {
+                    continue;
+                }
+                record.copy_rate
+            };
+            let due = paced.get(id).map_or(now, |p| p.due(rate));
+            if due <= now {
+                return Next::Copy(r.clone());
+            }
+            earliest = Some(earliest.map_or(due, |e| e.min(due)));
+        }
+        earliest.map_or(Next::Idle, Next::WaitUntil)
     }
 }
