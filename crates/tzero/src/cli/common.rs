@@ -3,6 +3,8 @@
 //! by item so that one failed item is reported and fails the command
 //! (exit 1) without stopping the others.
 
+use std::io::Write;
+
 use crate::client::{parse_api_addr, ClientError};
 use crate::units::parse_size;
 
@@ -80,6 +82,28 @@ impl Batch {
                 None
             }
         }
+    }
+
+    /// Runs `call` for each item, in order, recording failures; for people
+    /// (not `--json`) prints `say`'s line, if any, for each item as it
+    /// succeeds. Returns the results of the items that succeeded.
+    pub(crate) async fn each<I, T>(
+        &mut self,
+        items: &[I],
+        json: bool,
+        mut call: impl AsyncFnMut(&I) -> Result<T, ClientError>,
+        say: impl Fn(&I, &T) -> Option<String>,
+    ) -> anyhow::Result<Vec<T>> {
+        let mut done = Vec::new();
+        for item in items {
+            if let Some(v) = self.record(call(item).await) {
+                if let Some(line) = say(item, &v).filter(|_| !json) {
+                    outln!("{line}");
+                }
+                done.push(v);
+            }
+        }
+        Ok(done)
     }
 
     pub(crate) fn exit(&self) -> std::process::ExitCode {

@@ -16,7 +16,7 @@ use crate::api_types::{
     Establish, EstablishGroup, Flash, FlashPair, FlashState, Resync, Reverse,
     DEFAULT_FREEZE_TIMEOUT_SECS,
 };
-use crate::client::Client;
+use crate::client::{Client, ClientError};
 use crate::output::{flash_table, print_json};
 use crate::units::format_size;
 
@@ -155,38 +155,55 @@ pub(super) async fn mkflash(
     a: MkflashArgs,
     json: bool,
 ) -> anyhow::Result<()> {
-    let made = if a.pairs.len() > 1 || a.freeze {
-        establish_group(client, batch, &a, json).await?
-    } else {
-        let mut made = Vec::new();
-        for p in &a.pairs {
-            let req = Establish {
-                source: p.source.clone(),
-                target: p.target.clone(),
-                background_copy: !a.nocp,
-                persistent: a.persist,
-                copy_rate: a.rate,
-                recording: a.record,
-                target_inhibit: a.tgtinhibit,
-                seqnum: a.seqnum,
-            };
-            if let Some(f) = batch.record(client.establish(&req).await) {
-                if !json {
-                    outln!(
-                        "mkflash: FlashCopy pair {p} established{}",
-                        establish_notes(std::slice::from_ref(&f))
-                    );
-                }
-                made.push(f);
-            }
-        }
-        made
+    if a.pairs.len() > 1 || a.freeze {
+        let made = establish_group(client, batch, &a, json).await?;
+        return finish(client, &made, a.wait, json).await;
+    }
+    let establish = async |p: &Pair| {
+        let req = Establish {
+            source: p.source.clone(),
+            target: p.target.clone(),
+            background_copy: !a.nocp,
+            persistent: a.persist,
+            copy_rate: a.rate,
+            recording: a.record,
+            target_inhibit: a.tgtinhibit,
+            seqnum: a.seqnum,
+        };
+        client.establish(&req).await
     };
-    if a.wait && !made.is_empty() {
-        wait_for_copies(client, &made, json).await?;
+    let say = |p: &Pair, f: &Flash| {
+        let notes = establish_notes(std::slice::from_ref(f));
+        format!("mkflash: FlashCopy pair {p} established{notes}")
+    };
+    per_pair(client, batch, &a.pairs, json, a.wait, establish, say).await
+}
+
+/// A verb that changes relationships pair by pair: one request per pair
+/// (`call`), a line for each that succeeds (`say`), then [`finish`].
+pub(super) async fn per_pair(
+    client: &Client,
+    batch: &mut Batch,
+    pairs: &[Pair],
+    json: bool,
+    wait: bool,
+    call: impl AsyncFnMut(&Pair) -> Result<Flash, ClientError>,
+    say: impl Fn(&Pair, &Flash) -> String,
+) -> anyhow::Result<()> {
+    let done = batch
+        .each(pairs, json, call, |p, f| Some(say(p, f)))
+        .await?;
+    finish(client, &done, wait, json).await
+}
+
+/// The end of a verb that changed relationships: `--wait` for their
+/// copies, then `--json` prints them as they were changed.
+async fn finish(client: &Client, rels: &[Flash], wait: bool, json: bool) -> anyhow::Result<()> {
+    if wait && !rels.is_empty() {
+        wait_for_copies(client, rels, json).await?;
     }
     if json {
-        print_json(&made)?;
+        print_json(rels)?;
     }
     Ok(())
 }
@@ -277,14 +294,9 @@ pub(super) async fn lsflash(
             None => client.flashes().await?,
         }
     } else {
-        let mut rels = Vec::new();
-        for p in &a.pairs {
-            if let Some(f) = batch.record(client.flash(&p.source, &p.target).await) {
-                if a.seqnum.is_none_or(|n| f.seqnum == n) {
-                    rels.push(f);
-                }
-            }
-        }
+        let get = async |p: &Pair| client.flash(&p.source, &p.target).await;
+        let mut rels = batch.each(&a.pairs, json, get, |_, _| None).await?;
+        rels.retain(|f| a.seqnum.is_none_or(|n| f.seqnum == n));
         rels
     };
     if json {
@@ -304,68 +316,34 @@ pub(super) async fn rmflash(
     json: bool,
 ) -> anyhow::Result<()> {
     if a.resettgtinhibit {
-        reset_target_inhibit(client, batch, &a.pairs, json).await
+        let reset = async |p: &Pair| client.set_target_inhibit(&p.source, &p.target, false).await;
+        let say = |p: &Pair, _: &Flash| {
+            format!(
+                "rmflash: target write inhibit of {p} lifted; the relationship stays ({} is writable)",
+                p.target
+            )
+        };
+        per_pair(client, batch, &a.pairs, json, false, reset, say).await
     } else if a.cp {
-        withdraw_after_copy(client, batch, &a.pairs, json).await
+        let withdraw = async |p: &Pair| client.withdraw_after_copy(&p.source, &p.target).await;
+        let say = |p: &Pair, f: &Flash| {
+            if f.state == FlashState::Copied {
+                format!("rmflash: FlashCopy pair {p} withdrawn (its copy was complete)")
+            } else {
+                format!(
+                    "rmflash: FlashCopy pair {p} will be withdrawn when its background copy completes ({} tracks to go)",
+                    f.out_of_sync_tracks
+                )
+            }
+        };
+        per_pair(client, batch, &a.pairs, json, false, withdraw, say).await
     } else {
         withdraw(client, batch, &a.pairs, json).await
     }
 }
 
-async fn reset_target_inhibit(
-    client: &Client,
-    batch: &mut Batch,
-    pairs: &[Pair],
-    json: bool,
-) -> anyhow::Result<()> {
-    let mut changed = Vec::new();
-    for p in pairs {
-        let r = client.set_target_inhibit(&p.source, &p.target, false).await;
-        if let Some(f) = batch.record(r) {
-            if !json {
-                outln!(
-                    "rmflash: target write inhibit of {p} lifted; the relationship stays ({} is writable)",
-                    p.target
-                );
-            }
-            changed.push(f);
-        }
-    }
-    if json {
-        print_json(&changed)?;
-    }
-    Ok(())
-}
-
-async fn withdraw_after_copy(
-    client: &Client,
-    batch: &mut Batch,
-    pairs: &[Pair],
-    json: bool,
-) -> anyhow::Result<()> {
-    let mut pending = Vec::new();
-    for p in pairs {
-        let r = client.withdraw_after_copy(&p.source, &p.target).await;
-        if let Some(f) = batch.record(r) {
-            if !json {
-                if f.state == FlashState::Copied {
-                    outln!("rmflash: FlashCopy pair {p} withdrawn (its copy was complete)");
-                } else {
-                    outln!(
-                        "rmflash: FlashCopy pair {p} will be withdrawn when its background copy completes ({} tracks to go)",
-                        f.out_of_sync_tracks
-                    );
-                }
-            }
-            pending.push(f);
-        }
-    }
-    if json {
-        print_json(&pending)?;
-    }
-    Ok(())
-}
-
+/// Withdraws now; the message comes before the warning about a target left
+/// undefined, so both are printed here rather than by [`Batch::each`].
 async fn withdraw(
     client: &Client,
     batch: &mut Batch,
@@ -414,22 +392,11 @@ pub(super) async fn chflash(
 ) -> anyhow::Result<()> {
     // `--cp` is required by clap; it is the only change there is.
     debug_assert!(a.cp);
-    let mut changed = Vec::new();
-    for p in &a.pairs {
-        if let Some(f) = batch.record(client.start_copy(&p.source, &p.target).await) {
-            if !json {
-                outln!("chflash: background copy of {p} started");
-            }
-            changed.push(f);
-        }
-    }
-    if a.wait && !changed.is_empty() {
-        wait_for_copies(client, &changed, json).await?;
-    }
-    if json {
-        print_json(&changed)?;
-    }
-    Ok(())
+    let start = async |p: &Pair| client.start_copy(&p.source, &p.target).await;
+    per_pair(client, batch, &a.pairs, json, a.wait, start, |p, _| {
+        format!("chflash: background copy of {p} started")
+    })
+    .await
 }
 
 pub(super) async fn setflashrate(
@@ -438,24 +405,16 @@ pub(super) async fn setflashrate(
     a: SetflashrateArgs,
     json: bool,
 ) -> anyhow::Result<()> {
-    let mut changed = Vec::new();
-    for p in &a.pairs {
-        if let Some(f) = batch.record(client.set_rate(&p.source, &p.target, a.rate).await) {
-            if !json {
-                let rate = if a.rate == 0 {
-                    "unlimited".to_owned()
-                } else {
-                    format!("{}/s", format_size(a.rate))
-                };
-                outln!("setflashrate: copy rate of {p} set to {rate}");
-            }
-            changed.push(f);
-        }
-    }
-    if json {
-        print_json(&changed)?;
-    }
-    Ok(())
+    let rate = if a.rate == 0 {
+        "unlimited".to_owned()
+    } else {
+        format!("{}/s", format_size(a.rate))
+    };
+    let set = async |p: &Pair| client.set_rate(&p.source, &p.target, a.rate).await;
+    per_pair(client, batch, &a.pairs, json, false, set, |p, _| {
+        format!("setflashrate: copy rate of {p} set to {rate}")
+    })
+    .await
 }
 
 pub(super) async fn resyncflash(
@@ -469,25 +428,14 @@ pub(super) async fn resyncflash(
         persistent: a.persist,
         background_copy: None,
     };
-    let mut done = Vec::new();
-    for p in &a.pairs {
-        if let Some(f) = batch.record(client.resync(&p.source, &p.target, &req).await) {
-            if !json {
-                outln!(
-                    "resyncflash: FlashCopy pair {p} resynced ({} changed tracks to copy)",
-                    f.out_of_sync_tracks
-                );
-            }
-            done.push(f);
-        }
-    }
-    if a.wait && !done.is_empty() {
-        wait_for_copies(client, &done, json).await?;
-    }
-    if json {
-        print_json(&done)?;
-    }
-    Ok(())
+    let resync = async |p: &Pair| client.resync(&p.source, &p.target, &req).await;
+    per_pair(client, batch, &a.pairs, json, a.wait, resync, |p, f| {
+        format!(
+            "resyncflash: FlashCopy pair {p} resynced ({} changed tracks to copy)",
+            f.out_of_sync_tracks
+        )
+    })
+    .await
 }
 
 pub(super) async fn reverseflash(
@@ -497,25 +445,12 @@ pub(super) async fn reverseflash(
     json: bool,
 ) -> anyhow::Result<()> {
     let req = Reverse { fast: a.fast };
-    let mut done = Vec::new();
-    for p in &a.pairs {
-        if let Some(f) = batch.record(client.reverse(&p.source, &p.target, &req).await) {
-            if !json {
-                outln!(
-                    "reverseflash: FlashCopy pair {p} reversed: it is now {}:{} ({} tracks to restore)",
-                    f.source,
-                    f.target,
-                    f.out_of_sync_tracks
-                );
-            }
-            done.push(f);
-        }
-    }
-    if a.wait && !done.is_empty() {
-        wait_for_copies(client, &done, json).await?;
-    }
-    if json {
-        print_json(&done)?;
-    }
-    Ok(())
+    let reverse = async |p: &Pair| client.reverse(&p.source, &p.target, &req).await;
+    per_pair(client, batch, &a.pairs, json, a.wait, reverse, |p, f| {
+        format!(
+            "reverseflash: FlashCopy pair {p} reversed: it is now {}:{} ({} tracks to restore)",
+            f.source, f.target, f.out_of_sync_tracks
+        )
+    })
+    .await
 }

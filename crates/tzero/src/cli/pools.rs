@@ -67,13 +67,8 @@ pub(super) async fn lsextpool(
     let pools = if a.names.is_empty() {
         client.pools().await?
     } else {
-        let mut pools = Vec::new();
-        for name in &a.names {
-            if let Some(p) = batch.record(client.pool(name).await) {
-                pools.push(p);
-            }
-        }
-        pools
+        let get = async |name: &String| client.pool(name).await;
+        batch.each(&a.names, json, get, |_, _| None).await?
     };
     if json {
         print_json(&pools)?;
@@ -89,15 +84,15 @@ pub(super) async fn rmextpool(
     a: RmextpoolArgs,
     json: bool,
 ) -> anyhow::Result<()> {
-    let mut gone = Vec::new();
-    for name in &a.names {
-        if batch.record(client.delete_pool(name).await).is_some() {
-            if !json {
-                outln!("rmextpool: extent pool {name} deleted");
-            }
-            gone.push(serde_json::json!({ "name": name }));
-        }
-    }
+    let delete = async |name: &String| {
+        let r = client.delete_pool(name).await;
+        r.map(|()| serde_json::json!({ "name": name }))
+    };
+    let gone = batch
+        .each(&a.names, json, delete, |name, _| {
+            Some(format!("rmextpool: extent pool {name} deleted"))
+        })
+        .await?;
     if json {
         print_json(&gone)?;
     }

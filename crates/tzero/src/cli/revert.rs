@@ -9,6 +9,7 @@ use std::io::Write;
 use clap::Args;
 
 use super::common::{outln, pair, Batch, Pair};
+use super::flash::per_pair;
 use crate::api_types::Flash;
 use crate::client::Client;
 use crate::output::{format_date, print_json};
@@ -40,22 +41,15 @@ pub(super) async fn setflashrevertible(
     a: PairsArgs,
     json: bool,
 ) -> anyhow::Result<()> {
-    let mut changed = Vec::new();
-    for p in &a.pairs {
-        let r = client
+    let revertible = async |p: &Pair| {
+        client
             .flash_action(&p.source, &p.target, "revertible")
-            .await;
-        if let Some(f) = batch.record(r) {
-            if !json {
-                outln!("setflashrevertible: {p} is revertible: its next resyncflash can be committed (commitflash) or reverted (revertflash)");
-            }
-            changed.push(f);
-        }
-    }
-    if json {
-        print_json(&changed)?;
-    }
-    Ok(())
+            .await
+    };
+    let say = |p: &Pair, _: &Flash| {
+        format!("setflashrevertible: {p} is revertible: its next resyncflash can be committed (commitflash) or reverted (revertflash)")
+    };
+    per_pair(client, batch, &a.pairs, json, false, revertible, say).await
 }
 
 pub(super) async fn commitflash(
@@ -64,19 +58,13 @@ pub(super) async fn commitflash(
     a: SettleArgs,
     json: bool,
 ) -> anyhow::Result<()> {
-    let done = settle(client, batch, &a, "commit").await;
-    if json {
-        print_json(&done)?;
-    } else {
-        for f in &done {
-            outln!(
-                "commitflash: the point in time of {}:{} is committed",
-                f.source,
-                f.target
-            );
-        }
-    }
-    Ok(())
+    settle(client, batch, &a, "commit", json, |f| {
+        format!(
+            "commitflash: the point in time of {}:{} is committed",
+            f.source, f.target
+        )
+    })
+    .await
 }
 
 pub(super) async fn revertflash(
@@ -85,37 +73,41 @@ pub(super) async fn revertflash(
     a: SettleArgs,
     json: bool,
 ) -> anyhow::Result<()> {
-    let done = settle(client, batch, &a, "revert").await;
-    if json {
-        print_json(&done)?;
-    } else {
-        for f in &done {
-            outln!(
-                "revertflash: {} is back at its previous point in time ({})",
-                f.target,
-                format_date(f.synced_ms)
-            );
-        }
-    }
-    Ok(())
+    settle(client, batch, &a, "revert", json, |f| {
+        format!(
+            "revertflash: {} is back at its previous point in time ({})",
+            f.target,
+            format_date(f.synced_ms)
+        )
+    })
+    .await
 }
 
 /// `commitflash` / `revertflash`: by sequence number (one call, all or
-/// nothing) or pair by pair.
-async fn settle(client: &Client, batch: &mut Batch, a: &SettleArgs, action: &str) -> Vec<Flash> {
-    match a.seqnum {
+/// nothing) or pair by pair; then `say` for each relationship settled.
+async fn settle(
+    client: &Client,
+    batch: &mut Batch,
+    a: &SettleArgs,
+    action: &str,
+    json: bool,
+    say: impl Fn(&Flash) -> String,
+) -> anyhow::Result<()> {
+    let done = match a.seqnum {
         Some(n) => batch
             .record(client.settle_seqnum(action, n).await)
             .unwrap_or_default(),
         None => {
-            let mut done = Vec::new();
-            for p in &a.pairs {
-                let r = client.flash_action(&p.source, &p.target, action).await;
-                if let Some(f) = batch.record(r) {
-                    done.push(f);
-                }
-            }
-            done
+            let settle = async |p: &Pair| client.flash_action(&p.source, &p.target, action).await;
+            batch.each(&a.pairs, json, settle, |_, _| None).await?
+        }
+    };
+    if json {
+        print_json(&done)?;
+    } else {
+        for f in &done {
+            outln!("{}", say(f));
         }
     }
+    Ok(())
 }

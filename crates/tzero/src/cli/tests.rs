@@ -13,6 +13,20 @@ fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
     Cli::try_parse_from(std::iter::once("tzero").chain(args.iter().copied()))
 }
 
+/// Parses `args`, which must succeed as `$verb`, and yields its arguments.
+macro_rules! parsed {
+    ($verb:path, $args:expr) => {
+        match parse($args)
+            .map_err(|e| e.to_string())
+            .expect("parses")
+            .command
+        {
+            $verb(a) => a,
+            other => panic!("parsed as {other:?}"),
+        }
+    };
+}
+
 #[test]
 fn verify_cli() {
     use clap::CommandFactory;
@@ -47,23 +61,19 @@ fn global_flags_before_or_after_verb() {
 
 #[test]
 fn sizes_and_rates() {
-    let c = parse(&["mkfbvol", "--cap", "10GiB", "--track-size", "64k", "a", "b"]);
-    match c.map_err(|e| e.to_string()).expect("parses").command {
-        Command::Mkfbvol(a) => {
-            assert_eq!(a.cap, 10 << 30);
-            assert_eq!(a.track_size, Some(64 << 10));
-            assert_eq!(a.names, ["a", "b"]);
-        }
-        other => panic!("parsed as {other:?}"),
-    }
-    let c = parse(&["mkflash", "--nocp", "--rate", "64MiB", "a:b"]);
-    match c.map_err(|e| e.to_string()).expect("parses").command {
-        Command::Mkflash(a) => {
-            assert!(a.nocp);
-            assert_eq!(a.rate, 64 << 20);
-        }
-        other => panic!("parsed as {other:?}"),
-    }
+    let a = parsed!(
+        Command::Mkfbvol,
+        &["mkfbvol", "--cap", "10GiB", "--track-size", "64k", "a", "b"]
+    );
+    assert_eq!(a.cap, 10 << 30);
+    assert_eq!(a.track_size, Some(64 << 10));
+    assert_eq!(a.names, ["a", "b"]);
+    let a = parsed!(
+        Command::Mkflash,
+        &["mkflash", "--nocp", "--rate", "64MiB", "a:b"]
+    );
+    assert!(a.nocp);
+    assert_eq!(a.rate, 64 << 20);
 }
 
 #[test]
@@ -92,49 +102,41 @@ fn usage_errors() {
 
 #[test]
 fn ds8000_verbs_parse() {
-    let c = parse(&[
-        "mkflash",
-        "--freeze",
-        "--freeze-timeout",
-        "5",
-        "--tgtinhibit",
-        "--seqnum",
-        "9",
-        "a:b",
-        "c:d",
-    ]);
-    match c.map_err(|e| e.to_string()).expect("parses").command {
-        Command::Mkflash(a) => {
-            assert!(a.freeze && a.tgtinhibit);
-            assert_eq!((a.freeze_timeout, a.seqnum, a.pairs.len()), (5, 9, 2));
-        }
-        other => panic!("parsed as {other:?}"),
-    }
-    let c = parse(&["mkflash", "a:b"]).map_err(|e| e.to_string());
-    match c.expect("parses").command {
-        Command::Mkflash(a) => {
-            assert!(!a.freeze && !a.tgtinhibit);
-            assert_eq!(a.freeze_timeout, DEFAULT_FREEZE_TIMEOUT_SECS);
-        }
-        other => panic!("parsed as {other:?}"),
-    }
-    let c = parse(&[
-        "mkfbvol",
-        "--cap",
-        "1GiB",
-        "--extpool",
-        "p",
-        "--sam",
-        "ese",
-        "v",
-    ]);
-    match c.map_err(|e| e.to_string()).expect("parses").command {
-        Command::Mkfbvol(a) => {
-            assert_eq!(a.extpool.as_deref(), Some("p"));
-            assert_eq!(a.sam, Some(Sam::Ese));
-        }
-        other => panic!("parsed as {other:?}"),
-    }
+    let a = parsed!(
+        Command::Mkflash,
+        &[
+            "mkflash",
+            "--freeze",
+            "--freeze-timeout",
+            "5",
+            "--tgtinhibit",
+            "--seqnum",
+            "9",
+            "a:b",
+            "c:d",
+        ]
+    );
+    assert!(a.freeze && a.tgtinhibit);
+    assert_eq!((a.freeze_timeout, a.seqnum, a.pairs.len()), (5, 9, 2));
+    let a = parsed!(Command::Mkflash, &["mkflash", "a:b"]);
+    assert!(!a.freeze && !a.tgtinhibit);
+    assert_eq!(a.freeze_timeout, DEFAULT_FREEZE_TIMEOUT_SECS);
+    // A volume in extent pool p with storage allocation method `sam`.
+    let pooled = |sam| {
+        [
+            "mkfbvol",
+            "--cap",
+            "1GiB",
+            "--extpool",
+            "p",
+            "--sam",
+            sam,
+            "v",
+        ]
+    };
+    let a = parsed!(Command::Mkfbvol, &pooled("ese"));
+    assert_eq!(a.extpool.as_deref(), Some("p"));
+    assert_eq!(a.sam, Some(Sam::Ese));
     for ok in [
         &["commitflash", "--seqnum", "3"][..],
         &["revertflash", "a:b", "c:d"],
@@ -151,16 +153,7 @@ fn ds8000_verbs_parse() {
     }
     for bad in [
         &["mkfbvol", "--cap", "1GiB", "--sam", "ese", "v"][..],
-        &[
-            "mkfbvol",
-            "--cap",
-            "1GiB",
-            "--extpool",
-            "p",
-            "--sam",
-            "thin",
-            "v",
-        ],
+        &pooled("thin"),
         &["mkflash", "--freeze-timeout", "3", "a:b"],
         &["commitflash"],
         &["revertflash", "--seqnum", "1", "a:b"],
@@ -175,22 +168,17 @@ fn ds8000_verbs_parse() {
 
 #[test]
 fn new_verbs_parse() {
-    let c = parse(&["reverseflash", "--fast", "--wait", "a:b", "c:d"]);
-    match c.map_err(|e| e.to_string()).expect("parses").command {
-        Command::Reverseflash(a) => {
-            assert!(a.fast && a.wait);
-            assert_eq!(a.pairs.len(), 2);
-        }
-        other => panic!("parsed as {other:?}"),
-    }
-    let c = parse(&["resyncflash", "--record", "--persist", "a:b"]);
-    match c.map_err(|e| e.to_string()).expect("parses").command {
-        Command::Resyncflash(a) => assert!(a.record && a.persist && !a.wait),
-        other => panic!("parsed as {other:?}"),
-    }
-    let c = parse(&["rmflash", "--cp", "a:b"]);
-    match c.map_err(|e| e.to_string()).expect("parses").command {
-        Command::Rmflash(a) => assert!(a.cp),
-        other => panic!("parsed as {other:?}"),
-    }
+    let a = parsed!(
+        Command::Reverseflash,
+        &["reverseflash", "--fast", "--wait", "a:b", "c:d"]
+    );
+    assert!(a.fast && a.wait);
+    assert_eq!(a.pairs.len(), 2);
+    let a = parsed!(
+        Command::Resyncflash,
+        &["resyncflash", "--record", "--persist", "a:b"]
+    );
+    assert!(a.record && a.persist && !a.wait);
+    let a = parsed!(Command::Rmflash, &["rmflash", "--cp", "a:b"]);
+    assert!(a.cp);
 }

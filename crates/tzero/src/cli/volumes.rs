@@ -5,7 +5,7 @@ use std::io::Write;
 
 use clap::Args;
 
-use super::common::{outln, size, Batch};
+use super::common::{size, Batch};
 use crate::api_types::{CreateVolume, Volume};
 use crate::client::Client;
 use crate::output::{print_json, volume_table};
@@ -64,8 +64,7 @@ pub(super) async fn mkfbvol(
     a: MkfbvolArgs,
     json: bool,
 ) -> anyhow::Result<()> {
-    let mut made: Vec<Volume> = Vec::new();
-    for name in &a.names {
+    let create = async |name: &String| {
         let req = CreateVolume {
             name: name.clone(),
             capacity_bytes: a.cap,
@@ -73,22 +72,22 @@ pub(super) async fn mkfbvol(
             pool: a.extpool.clone(),
             space_efficient: a.sam == Some(Sam::Ese),
         };
-        if let Some(v) = batch.record(client.create_volume(&req).await) {
-            if !json {
-                let place = match &v.pool {
-                    Some(p) => format!(", {} in extent pool {p}", v.provisioning.sam()),
-                    None => String::new(),
-                };
-                outln!(
-                    "mkfbvol: volume {} created ({}, track size {}{place})",
-                    v.name,
-                    format_size(v.capacity_bytes),
-                    format_size(v.track_size)
-                );
-            }
-            made.push(v);
-        }
-    }
+        client.create_volume(&req).await
+    };
+    let made = batch
+        .each(&a.names, json, create, |_, v: &Volume| {
+            let place = match &v.pool {
+                Some(p) => format!(", {} in extent pool {p}", v.provisioning.sam()),
+                None => String::new(),
+            };
+            Some(format!(
+                "mkfbvol: volume {} created ({}, track size {}{place})",
+                v.name,
+                format_size(v.capacity_bytes),
+                format_size(v.track_size)
+            ))
+        })
+        .await?;
     if json {
         print_json(&made)?;
     }
@@ -104,13 +103,8 @@ pub(super) async fn lsfbvol(
     let vols = if a.names.is_empty() {
         client.volumes().await?
     } else {
-        let mut vols = Vec::new();
-        for name in &a.names {
-            if let Some(v) = batch.record(client.volume(name).await) {
-                vols.push(v);
-            }
-        }
-        vols
+        let get = async |name: &String| client.volume(name).await;
+        batch.each(&a.names, json, get, |_, _| None).await?
     };
     if json {
         print_json(&vols)?;
@@ -126,18 +120,15 @@ pub(super) async fn rmfbvol(
     a: RmfbvolArgs,
     json: bool,
 ) -> anyhow::Result<()> {
-    let mut gone = Vec::new();
-    for name in &a.names {
-        if batch
-            .record(client.delete_volume(name, a.force).await)
-            .is_some()
-        {
-            if !json {
-                outln!("rmfbvol: volume {name} deleted");
-            }
-            gone.push(serde_json::json!({ "name": name }));
-        }
-    }
+    let delete = async |name: &String| {
+        let r = client.delete_volume(name, a.force).await;
+        r.map(|()| serde_json::json!({ "name": name }))
+    };
+    let gone = batch
+        .each(&a.names, json, delete, |name, _| {
+            Some(format!("rmfbvol: volume {name} deleted"))
+        })
+        .await?;
     if json {
         print_json(&gone)?;
     }
