@@ -543,8 +543,8 @@ async fn connection_limit() {
     assert!(second.closed_by_server().await);
     first.request(CMD_DISC, 0, 1, 0, 0, &[]).await;
     assert!(first.closed_by_server().await);
-    // The slot is released once the first connection is gone.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The slot is released once the first connection is gone
+    // (assert_healthy waits, with a deadline, to be admitted).
     assert_healthy(h.addr).await;
     h.shutdown().await;
 }
@@ -582,8 +582,12 @@ async fn serve_connection_over_duplex_stream() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_that_stops_reading_replies_is_dropped() {
+    // One connection at a time: a new client is admitted only once the
+    // stalled one is dropped, which makes the drop visible without reading
+    // (reading would drain the replies and unstall the server).
     let cfg = ServerConfig {
         request_timeout: Duration::from_millis(300),
+        max_connections: 1,
         ..ServerConfig::default()
     };
     let h = start_with(cfg, 16 * MIB).await;
@@ -600,8 +604,8 @@ async fn client_that_stops_reading_replies_is_dropped() {
     }
     c.s.write_all(&batch).await.unwrap();
     // Never read: the server's writes stall and it must give up on us.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert!(c.closed_by_server().await);
+    // assert_healthy polls until it is admitted, i.e. until we are dropped.
     assert_healthy(h.addr).await;
+    assert!(c.closed_by_server().await);
     h.shutdown().await;
 }

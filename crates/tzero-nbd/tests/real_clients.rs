@@ -1,6 +1,6 @@
 //! Interoperability with real NBD clients: nbdinfo, nbdcopy (libnbd) and
-//! qemu-io. Each test prints a SKIPPED line and returns if its binary is
-//! missing; CI installs them (libnbd-bin, qemu-utils).
+//! qemu-io. A missing binary fails the test under `CI=true` (CI installs
+//! libnbd-bin and qemu-utils); elsewhere the test prints SKIPPED and returns.
 
 mod common;
 

@@ -4,6 +4,7 @@
 //! on a DS8000 can read them; `--json` prints the API's own objects, so
 //! scripts see exactly the documented wire format.
 
+use std::fmt;
 use std::io::{self, Write};
 
 use serde::Serialize;
@@ -11,53 +12,45 @@ use serde::Serialize;
 use crate::api_types::{Flash, FlashState, Pool, Volume};
 use crate::units::format_size;
 
-/// A table printed with every column as wide as its widest cell.
-pub struct Table {
-    headers: Vec<&'static str>,
-    rows: Vec<Vec<String>>,
-}
+/// A DSCLI-style table, laid out by `comfy-table`: a header line, a line of
+/// `=` under it, then one line per row; columns left-aligned, two spaces
+/// apart, no borders and no colour, so scripts (and the integration tests)
+/// can split it where the header's words start.
+pub struct Table(comfy_table::Table);
+
+/// The gap between columns.
+const COLUMN_GAP: u16 = 2;
 
 impl Table {
     pub fn new(headers: Vec<&'static str>) -> Self {
-        Table {
-            headers,
-            rows: Vec::new(),
+        let mut t = comfy_table::Table::new();
+        // No borders or lines but the header's separator.
+        t.load_preset(comfy_table::presets::NOTHING);
+        t.set_style(comfy_table::TableComponent::HeaderLines, '=');
+        let columns = headers.len();
+        t.set_header(headers);
+        for (i, column) in t.column_iter_mut().enumerate() {
+            // The gap is right padding, none after the last column, so the
+            // `=` line ends where the widest line does.
+            let right = if i + 1 == columns { 0 } else { COLUMN_GAP };
+            column.set_padding((0, right));
         }
+        Table(t)
     }
 
     pub fn row(&mut self, cells: Vec<String>) {
-        self.rows.push(cells);
+        self.0.add_row(cells);
     }
+}
 
-    pub fn render(&self) -> String {
-        let mut widths: Vec<usize> = self.headers.iter().map(|h| h.chars().count()).collect();
-        for row in &self.rows {
-            for (i, cell) in row.iter().enumerate() {
-                if let Some(w) = widths.get_mut(i) {
-                    *w = (*w).max(cell.chars().count());
-                }
-            }
+impl fmt::Display for Table {
+    /// Every line ends in a newline and no trailing spaces (the last
+    /// column's cells are padded to its width otherwise).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for line in self.0.lines() {
+            writeln!(f, "{}", line.trim_end())?;
         }
-        let mut out = String::new();
-        let headers: Vec<String> = self.headers.iter().map(|h| (*h).to_owned()).collect();
-        let separator: Vec<String> = widths.iter().map(|w| "=".repeat(*w)).collect();
-        for line in std::iter::once(&headers)
-            .chain(std::iter::once(&separator))
-            .chain(self.rows.iter())
-        {
-            let mut text = String::new();
-            for (i, cell) in line.iter().enumerate() {
-                let width = widths.get(i).copied().unwrap_or(0);
-                if i + 1 == line.len() {
-                    text.push_str(cell);
-                } else {
-                    text.push_str(&format!("{cell:<width$}  "));
-                }
-            }
-            out.push_str(text.trim_end());
-            out.push('\n');
-        }
-        out
+        Ok(())
     }
 }
 
@@ -253,42 +246,15 @@ pub fn format_date(ms: u64) -> String {
     if ms == 0 {
         return "-".to_owned();
     }
-    let secs = ms / 1000;
-    let days = secs / 86_400;
-    let rem = secs % 86_400;
-    let (y, m, d) = civil_from_days(days);
-    const WEEKDAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let weekday = WEEKDAYS
-        .get(usize::try_from(days % 7).unwrap_or(0))
-        .unwrap_or(&"?");
-    let month = MONTHS
-        .get(usize::try_from(m.saturating_sub(1)).unwrap_or(0))
-        .unwrap_or(&"?");
-    format!(
-        "{weekday} {month} {d:02} {:02}:{:02}:{:02} UTC {y}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-/// Days since 1970-01-01 to (year, month 1-12, day 1-31), proleptic
-/// Gregorian; Howard Hinnant's `civil_from_days`, unsigned since we never
-/// see dates before the epoch.
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (if m <= 2 { y + 1 } else { y }, m, d)
+    // Past jiff's range (year 9999) only a corrupt record could be; show
+    // its raw number rather than a wrong date.
+    i64::try_from(ms)
+        .ok()
+        .and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
+        .map_or_else(
+            || format!("{ms} ms since 1970"),
+            |t| t.strftime("%a %b %d %H:%M:%S UTC %Y").to_string(),
+        )
 }
 
 #[cfg(test)]
@@ -309,12 +275,18 @@ mod tests {
             format_date(1_709_251_199_000),
             "Thu Feb 29 23:59:59 UTC 2024"
         );
+        assert_eq!(format_date(u64::MAX), "18446744073709551615 ms since 1970");
     }
 
     #[test]
     fn table_aligns() {
         let mut t = Table::new(vec!["A", "Long"]);
         t.row(vec!["xyz".into(), "1".into()]);
-        assert_eq!(t.render(), "A    Long\n===  ====\nxyz  1\n");
+        assert_eq!(t.to_string(), "A    Long\n=========\nxyz  1\n");
+        // A header alone still gets its separator line.
+        assert_eq!(
+            Table::new(vec!["Name", "ID"]).to_string(),
+            "Name  ID\n========\n"
+        );
     }
 }

@@ -116,24 +116,23 @@ fn qemu_io_target_keeps_t0_data() {
 
 #[test]
 fn qemu_img_nbdinfo_nbdcopy() {
-    if !have("qemu-img") || !have("nbdinfo") || !have("nbdcopy") {
+    if !have("qemu-img") || !have("nbdinfo") || !have("nbdcopy") || !have("qemu-io") {
         return;
     }
     let env = Env::new();
     let d = Daemon::start(&env);
     d.cli_ok(&["mkfbvol", "--cap", "32MiB", "src", "tgt", "dup"]);
-    if have("qemu-io") {
-        qemu_io(
-            &d,
-            "src",
-            &[
-                "write -P 0x5a 0 8M",
-                "write -P 0xa5 20M 3M",
-                "write -P 0x01 31M 4096",
-                "flush",
-            ],
-        );
-    }
+    // Data first, so the compares below are not of two all-zero volumes.
+    qemu_io(
+        &d,
+        "src",
+        &[
+            "write -P 0x5a 0 8M",
+            "write -P 0xa5 20M 3M",
+            "write -P 0x01 31M 4096",
+            "flush",
+        ],
+    );
 
     // A COPY that completes with no writes since T0: target == source.
     d.cli_ok(&["mkflash", "--wait", "src:tgt"]);

@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{have, qemu_io, Daemon, Env};
 
@@ -34,12 +34,30 @@ fn restart_mid_copy(crash: bool) {
         "src",
         &["write -P 0xa5 1M 2M", "write -P 0xa6 30M 100000", "flush"],
     );
-    std::thread::sleep(Duration::from_millis(700));
-    let before = d.flashes();
-    assert_eq!(before.len(), 1, "{before:?}");
-    let oos = before[0]["out_of_sync_tracks"].as_u64().expect("oos");
-    let total = before[0]["total_tracks"].as_u64().expect("total");
-    assert!(oos > 0 && oos < total, "not mid-copy: {oos}/{total}");
+    // Mid-copy: the background copy has made progress since now, and is
+    // not done. Polled with a deadline, not assumed after a sleep.
+    let out_of_sync = |d: &Daemon| {
+        let rels = d.flashes();
+        assert_eq!(rels.len(), 1, "{rels:?}");
+        let oos = rels[0]["out_of_sync_tracks"].as_u64().expect("oos");
+        let total = rels[0]["total_tracks"].as_u64().expect("total");
+        (oos, total)
+    };
+    let (start, _) = out_of_sync(&d);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let oos = loop {
+        let (oos, total) = out_of_sync(&d);
+        assert!(oos > 0, "copy complete before the restart: {oos}/{total}");
+        if oos < start {
+            break oos;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no background copy progress in 30 s: {oos}/{total}\n{}",
+            d.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
 
     let (nbd, api) = (d.nbd_port, d.api_port);
     if crash {

@@ -2,6 +2,11 @@
 //! minimal hand-written NBD client for raw-protocol tests.
 #![allow(dead_code)]
 
+mod tools;
+
+#[allow(unused_imports)] // not every test binary drives real clients
+pub use tools::have;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -77,18 +82,6 @@ pub async fn start() -> Harness {
     start_with(ServerConfig::default(), 16 * MIB).await
 }
 
-/// True when `bin` is on PATH; otherwise says loudly that the test is
-/// skipped (CI installs the real clients).
-pub fn have(bin: &str) -> bool {
-    let found = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(bin).is_file()))
-        .unwrap_or(false);
-    if !found {
-        eprintln!("SKIPPED: `{bin}` not installed; install libnbd-bin/qemu-utils to run this test");
-    }
-    found
-}
-
 /// Runs a command with a timeout, returning (success, stdout, stderr).
 pub async fn run(cmd: &str, args: &[&str]) -> (bool, String, String) {
     let out = tokio::time::timeout(
@@ -135,16 +128,24 @@ impl Client {
 
     /// Reads the greeting and sends `client_flags`.
     pub async fn greet(addr: SocketAddr, client_flags: u32) -> Self {
+        Self::try_greet(addr, client_flags)
+            .await
+            .expect("greeting: the server closed the connection")
+    }
+
+    /// [`Client::greet`], or `None` if the server closes the connection
+    /// before its greeting, as it does to one over `max_connections`.
+    pub async fn try_greet(addr: SocketAddr, client_flags: u32) -> Option<Self> {
         let mut c = Self::connect(addr).await;
         let mut g = [0u8; 18];
-        c.s.read_exact(&mut g).await.expect("greeting");
+        c.s.read_exact(&mut g).await.ok()?;
         assert_eq!(&g[..8], b"NBDMAGIC");
         assert_eq!(&g[8..16], b"IHAVEOPT");
         assert_eq!(u16::from_be_bytes([g[16], g[17]]), 3);
         c.s.write_all(&client_flags.to_be_bytes())
             .await
             .expect("flags");
-        c
+        Some(c)
     }
 
     pub async fn fixed(addr: SocketAddr) -> Self {
@@ -364,8 +365,24 @@ impl Client {
 }
 
 /// A fresh, well-behaved client can still write and read back data.
+///
+/// The server frees a closed connection's slot in that connection's task,
+/// some time after the close; so admission is polled, with a deadline,
+/// rather than assumed after a sleep.
 pub async fn assert_healthy(addr: SocketAddr) {
-    let (mut c, size, _) = Client::open(addr, "disk", false).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let flags = wire::FLAG_C_FIXED_NEWSTYLE | wire::FLAG_C_NO_ZEROES;
+    let mut c = loop {
+        if let Some(c) = Client::try_greet(addr, flags).await {
+            break c;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the server admits no new connection after 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let (size, _) = c.go("disk").await;
     assert_eq!(size, 4 * MIB as u64);
     let data = vec![0x5au8; 4096];
     c.request(wire::CMD_WRITE, 0, 1, 8192, 4096, &data).await;

@@ -9,6 +9,12 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 pub mod nbd_client;
+// The missing-tool rule is shared with tzero-nbd's harness.
+#[path = "../../../tzero-nbd/tests/common/tools.rs"]
+mod tools;
+
+#[allow(unused_imports)] // not every test binary drives real clients
+pub use tools::have;
 
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::net::UnixStream;
@@ -22,20 +28,6 @@ pub const TZERO: &str = env!("CARGO_BIN_EXE_tzero");
 pub fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     l.local_addr().expect("local_addr").port()
-}
-
-/// True if `tool` runs; otherwise says loudly that the test is skipped.
-pub fn have(tool: &str) -> bool {
-    let ok = Command::new(tool)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        eprintln!("!!!!!!!! SKIPPED: `{tool}` is not installed (apt-get install libnbd-bin nbdkit fio qemu-utils) !!!!!!!!");
-    }
-    ok
 }
 
 /// A test's scratch space: `root/data` is the daemon's data directory.
