@@ -12,6 +12,7 @@
 //!   [`crate::bitmap`]): a version byte, a CRC32 and 4 KiB of bits. Chunks never written are all
 //!   clear. Kinds: [`KIND_COPIED`], [`KIND_CHANGED_SOURCE`], [`KIND_CHANGED_TARGET`],
 //!   [`KIND_REVERT_SET`].
+//! - `shared`: (relationship id, chunk index) → chunk record of [`KIND_SHARED`].
 
 use crate::bitmap::Bitmap;
 use crate::error::CatalogError;
@@ -33,8 +34,21 @@ pub const KIND_CHANGED_TARGET: u64 = 2;
 /// Revertible resync: the tracks whose previous target data is kept in the undo file.
 pub const KIND_REVERT_SET: u64 = 3;
 
+/// Sibling sharing: tracks whose T0 data this target holds for older targets of its source.
+/// Kept in its own table ([`SHARED`]): the `bitmaps` key has room for four kinds only.
+pub const KIND_SHARED: u64 = 4;
+
 fn bitmap_key(rel: u64, kind: u64) -> u64 {
     rel * 4 + kind
+}
+
+/// The table and key prefix of one bitmap of a relationship.
+fn bitmap_slot(rel: u64, kind: u64) -> (TableDefinition<'static, (u64, u64), &'static [u8]>, u64) {
+    if kind == KIND_SHARED {
+        (SHARED, rel)
+    } else {
+        (BITMAPS, bitmap_key(rel, kind))
+    }
 }
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -42,6 +56,7 @@ const VOLUMES: TableDefinition<u64, &str> = TableDefinition::new("volumes");
 const RELS: TableDefinition<u64, &str> = TableDefinition::new("relationships");
 const POOLS: TableDefinition<u64, &str> = TableDefinition::new("pools");
 const BITMAPS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("bitmaps");
+const SHARED: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("shared");
 
 /// A volume as the catalog keeps it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -138,6 +153,10 @@ pub struct RelRecord {
     /// DateSynced before the revertible resync, restored by a revert.
     #[serde(default)]
     pub previous_synced_ms: u64,
+    /// Orders the targets of one source by their point in time (establish or resync): a
+    /// catalog id taken then. Older records have 0 and are ordered by id, which is the same.
+    #[serde(default)]
+    pub t0_seq: u64,
 }
 
 impl RelRecord {
@@ -235,6 +254,8 @@ impl Catalog {
             txn.open_table(RELS).map_err(CatalogError::db)?;
             txn.open_table(POOLS).map_err(CatalogError::db)?;
             txn.open_table(BITMAPS).map_err(CatalogError::db)?;
+            // Added without a format change: a catalog written before it simply has none.
+            txn.open_table(SHARED).map_err(CatalogError::db)?;
         }
         txn.commit().map_err(CatalogError::db)?;
         Ok(catalog)
@@ -252,8 +273,8 @@ impl Catalog {
     /// Loads the persisted chunks of one of a relationship's bitmaps.
     pub fn load_bitmap(&self, rel: u64, kind: u64, bitmap: &Bitmap) -> Result<(), CatalogError> {
         let txn = self.db.begin_read().map_err(CatalogError::db)?;
-        let table = txn.open_table(BITMAPS).map_err(CatalogError::db)?;
-        let key = bitmap_key(rel, kind);
+        let (table, key) = bitmap_slot(rel, kind);
+        let table = txn.open_table(table).map_err(CatalogError::db)?;
         for entry in table
             .range((key, 0)..=(key, u64::MAX))
             .map_err(CatalogError::db)?
@@ -315,8 +336,8 @@ impl Change<'_> {
 
     /// Removes every chunk of one bitmap kind of a relationship.
     pub fn delete_bitmap(&mut self, rel: u64, kind: u64) -> Result<(), CatalogError> {
-        let mut b = self.txn.open_table(BITMAPS).map_err(CatalogError::db)?;
-        let key = bitmap_key(rel, kind);
+        let (table, key) = bitmap_slot(rel, kind);
+        let mut b = self.txn.open_table(table).map_err(CatalogError::db)?;
         b.retain_in((key, 0)..=(key, u64::MAX), |_, _| false)
             .map_err(CatalogError::db)?;
         Ok(())
@@ -339,7 +360,8 @@ impl Change<'_> {
             |_, _| false,
         )
         .map_err(CatalogError::db)?;
-        Ok(())
+        drop((t, b));
+        self.delete_bitmap(id, KIND_SHARED)
     }
 
     /// Writes one already encoded chunk of one of a relationship's bitmaps.
@@ -350,9 +372,9 @@ impl Change<'_> {
         chunk: u64,
         bytes: &[u8],
     ) -> Result<(), CatalogError> {
-        let mut b = self.txn.open_table(BITMAPS).map_err(CatalogError::db)?;
-        b.insert((bitmap_key(rel, kind), chunk), bytes)
-            .map_err(CatalogError::db)?;
+        let (table, key) = bitmap_slot(rel, kind);
+        let mut b = self.txn.open_table(table).map_err(CatalogError::db)?;
+        b.insert((key, chunk), bytes).map_err(CatalogError::db)?;
         Ok(())
     }
 

@@ -78,10 +78,11 @@ impl Inner {
                 let _guards = self.locks.exclusive(&tracks);
                 let mut copied = 0;
                 // Skip tracks that copy-on-write already handled while we waited; group the
-                // rest by the file that holds the source's view (it differs only in cascades).
+                // rest by the file that holds the target's view (the source's, or a sibling holding the
+                // track shared, or further up a cascade).
                 let mut todo: Vec<(u64, Arc<dyn BlockFile>)> = Vec::new();
                 for t in tracks.iter().copied().filter(|t| !rel.bitmap.get(*t)) {
-                    match topology.view_file(rel.source, t) {
+                    match topology.view_file(rel.target, t) {
                         Ok(f) => todo.push((t, f.clone())),
                         Err(failed) => {
                             self.fail_rel(

@@ -1,10 +1,11 @@
 //! The destager: moves cached writes to volume files after their copy-on-write is durable.
 //!
 //! For one batch of tracks of one volume, holding their stripes exclusively:
-//! 1. for every relationship that still owes T0 data for a track: copy the volume's current view
-//!    of the track (its file, or up a cascade; it still holds T0, because nothing overwrote it
-//!    while the bit was clear) to the target; for a target track not yet filled, write the whole
-//!    track: its source's view with the cached bytes on top; and mark the change in every
+//! 1. copy the volume's current view of the track (its file, or up a cascade; it still holds
+//!    T0, because nothing overwrote it while a bit was clear) to the newest target still reading
+//!    it, once for all of them ([`crate::sharing`]); push a track this volume holds for older
+//!    targets of its own source down to them; for a target track not yet filled, write the
+//!    whole track: its source's view with the cached bytes on top; and mark the change in every
 //!    recording relationship;
 //! 2. sync every target written, then commit the changed bitmap chunks in one catalog
 //!    transaction ([`Inner::persist`]);
@@ -14,7 +15,6 @@
 //! bits clear, so targets still read T0 from the untouched source file.
 
 use crate::cache::PendingTrack;
-use crate::copy::copy_to_target;
 use crate::engine::Inner;
 use crate::error::IoError;
 use crate::relationship::{Rel, SOURCE, TARGET};
@@ -121,40 +121,16 @@ impl Inner {
         for (track, pending) in entries {
             let start = geometry.track_start(*track);
             let end = start + geometry.track_len(*track);
-            let owed: Vec<&Arc<Rel>> = topology
-                .source_of(vol.id)
-                .filter(|r| r.is_live() && !r.bitmap.get(*track))
-                .collect();
-            if !owed.is_empty() {
-                match topology.view_file(vol.id, *track) {
-                    Ok(view) => {
-                        for rel in owed {
-                            match copy_to_target(&**view, topology.volume(rel.target), start, end) {
-                                Ok(()) => {
-                                    rel.bitmap.set(*track);
-                                    rel.mark_unpersisted([*track]);
-                                    touched.push(rel.clone());
-                                }
-                                Err(e) => self
-                                    .fail_rel(rel, &format!("copy-on-write to target failed: {e}")),
-                            }
-                        }
-                    }
-                    Err(failed) => {
-                        for rel in owed {
-                            self.fail_rel(
-                                rel,
-                                &format!("its source's view is lost: {failed} failed"),
-                            );
-                        }
-                    }
-                }
+            self.copy_on_write(topology, vol, *track, &mut touched);
+            if let Some(rel) = topology.target_of(vol.id) {
+                // Older targets of our source that read this track from us get it first.
+                self.push_down(topology, rel, *track, &mut touched);
             }
             if let Some(rel) = topology.target_of(vol.id) {
                 if rel.is_live() && !rel.bitmap.get(*track) {
                     let mut buf = vec![0u8; (end - start) as usize];
                     let filled_ok = topology
-                        .view_file(rel.source, *track)
+                        .view_file(vol.id, *track)
                         .map_err(|failed| std::io::Error::other(format!("{failed} failed")))
                         .and_then(|view| view.read_at(&mut buf, start))
                         .and_then(|()| {

@@ -76,6 +76,18 @@ impl Graph {
         self.links.entry(edge.target).or_default().target_of = Some(rel);
     }
 
+    /// Makes `rel` the newest target of its source (its point in time moved: a resync). The
+    /// targets of a source are kept in point-in-time order, oldest first.
+    pub fn move_to_newest(&mut self, rel: RelId) {
+        let Some(edge) = self.edges.get(&rel).copied() else {
+            return;
+        };
+        if let Some(l) = self.links.get_mut(&edge.source) {
+            l.source_of.retain(|r| *r != rel);
+            l.source_of.push(rel);
+        }
+    }
+
     /// Removes a relationship. Returns its edge, if it was there.
     pub fn remove(&mut self, rel: RelId) -> Option<Edge> {
         let edge = self.edges.remove(&rel)?;
@@ -344,6 +356,19 @@ mod tests {
             matches!(r, Err(Refusal::SourceHasIncompleteCopy { .. })),
             "{r:?}"
         );
+    }
+
+    #[test]
+    fn targets_stay_in_point_in_time_order() {
+        let mut g = Graph::default();
+        g.add(1, edge(1, 2));
+        g.add(2, edge(1, 3));
+        g.add(3, edge(1, 4));
+        assert_eq!(g.links(1).source_of, vec![1, 2, 3]);
+        g.move_to_newest(1);
+        assert_eq!(g.links(1).source_of, vec![2, 3, 1]);
+        g.remove(3);
+        assert_eq!(g.links(1).source_of, vec![2, 1]);
     }
 
     #[test]

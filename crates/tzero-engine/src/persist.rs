@@ -4,7 +4,7 @@
 //! A catalog commit that fails poisons the engine ([`Inner::poison`]): the in-memory state may
 //! then be ahead of the durable one, and only a reopen makes them agree again.
 
-use crate::catalog::{Change, RelRecord, RelState};
+use crate::catalog::{Change, RelRecord, RelState, KIND_COPIED};
 use crate::engine::Inner;
 use crate::error::{CatalogError, Down, FlashError, IoError};
 use crate::relationship::Rel;
@@ -76,9 +76,14 @@ impl Inner {
             if pending.is_empty() && dirty.is_empty() {
                 continue;
             }
-            if let Err(e) = rel.target_file.sync() {
-                self.fail_rel(rel, &format!("syncing the target failed: {e}"));
-                continue;
+            // Only copied bits vouch for data in the target; change records and sharing marks
+            // do not, and syncing every sibling's file would cost a sync per target.
+            let vouches = !pending.is_empty() || dirty.iter().any(|d| d.0 == KIND_COPIED);
+            if vouches {
+                if let Err(e) = rel.target_file.sync() {
+                    self.fail_rel(rel, &format!("syncing the target failed: {e}"));
+                    continue;
+                }
             }
             snapshots.push((*rel, pending, dirty));
         }

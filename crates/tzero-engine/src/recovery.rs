@@ -49,7 +49,10 @@ pub(crate) fn recover(storage: &dyn Storage, catalog: &Catalog) -> Result<Topolo
         topology.insert_volume(Arc::new(Volume::new(rec, file, pool, thin)));
     }
     let known: BTreeMap<u64, Arc<Volume>> = topology.volumes().map(|v| (v.id, v.clone())).collect();
-    for rec in contents.relationships {
+    // The targets of a source are kept in point-in-time order (see `crate::topology`).
+    let mut relationships = contents.relationships;
+    relationships.sort_by_key(|r| (r.t0_seq, r.id));
+    for rec in relationships {
         let (Some(source), Some(target)) = (known.get(&rec.source), known.get(&rec.target)) else {
             tracing::warn!(
                 id = rec.id,

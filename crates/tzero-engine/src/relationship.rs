@@ -14,6 +14,7 @@
 use crate::bitmap::Bitmap;
 use crate::catalog::{
     RelRecord, RelState, KIND_CHANGED_SOURCE, KIND_CHANGED_TARGET, KIND_COPIED, KIND_REVERT_SET,
+    KIND_SHARED,
 };
 use crate::geometry::Geometry;
 use crate::graph::VolId;
@@ -105,6 +106,9 @@ pub(crate) struct Rel {
     pub changed: [Bitmap; 2],
     /// Revertible resync: tracks whose previous target data is in the undo file.
     pub revert_set: Bitmap,
+    /// Sibling sharing: tracks this target received by copy-on-write on behalf of its source's
+    /// older targets too (see [`crate::topology`]). A set bit implies a set copied bit.
+    pub shared: Bitmap,
     pub recording: AtomicBool,
     /// Target write inhibit.
     pub inhibit: AtomicBool,
@@ -140,6 +144,7 @@ impl Rel {
             bitmap: Bitmap::new(tracks),
             changed: [Bitmap::new(tracks), Bitmap::new(tracks)],
             revert_set: Bitmap::new(tracks),
+            shared: Bitmap::new(tracks),
             recording: AtomicBool::new(record.recording),
             inhibit: AtomicBool::new(record.target_inhibit),
             unpersisted: Mutex::new(HashSet::new()),
@@ -191,12 +196,13 @@ impl Rel {
     }
 
     /// The bitmaps with their catalog kinds.
-    pub fn bitmaps(&self) -> [(u64, &Bitmap); 4] {
+    pub fn bitmaps(&self) -> [(u64, &Bitmap); 5] {
         [
             (KIND_COPIED, &self.bitmap),
             (KIND_CHANGED_SOURCE, &self.changed[SOURCE]),
             (KIND_CHANGED_TARGET, &self.changed[TARGET]),
             (KIND_REVERT_SET, &self.revert_set),
+            (KIND_SHARED, &self.shared),
         ]
     }
 

@@ -8,6 +8,17 @@
 //! cycle and dropping the topology frees every volume, file, cache and bitmap.
 //!
 //! The view rules of the seed live here too: which file holds a volume's view of a track.
+//!
+//! **One copy, whatever the number of targets.** The targets of one source are kept in
+//! point-in-time order (oldest first). When the source overwrites a track that several targets
+//! still read from it, the T0 data is copied to the newest of them only, and that target's
+//! `shared` bit says it now holds the track for the older ones too. An older target whose bit is
+//! clear reads the track from the nearest newer sibling with the `shared` bit set, else from
+//! the source's view. All those targets' T0 data for the track is the same: none of them had
+//! its own copy, so the source had not changed it since the oldest one's T0. Before a holder's
+//! track changes (a host write to it, a withdraw, a resync or revert of it), the track is first
+//! pushed down to the nearest older sibling still reading it, which becomes the holder
+//! ([`Topology::push_down_target`]).
 
 use crate::graph::{Edge, Graph, Links, Names, RelId, VolId};
 use crate::relationship::{Rel, SOURCE, TARGET};
@@ -47,8 +58,9 @@ impl Topology {
         self.names.get(name).map(|id| &self.volumes[id])
     }
 
+    /// Every volume, in name order (the order listings show).
     pub fn volumes(&self) -> impl Iterator<Item = &Arc<Volume>> {
-        self.volumes.values()
+        self.names.values().map(|id| &self.volumes[id])
     }
 
     pub fn rel(&self, id: RelId) -> Option<&Arc<Rel>> {
@@ -116,12 +128,101 @@ impl Topology {
             .is_some_and(|r| r.is_live() && !r.is_complete())
     }
 
-    /// True when a write to `track` of `vol` may go straight to the volume file: no
-    /// relationship still owes T0 data or a change record for it, durably. Callers hold the
+    /// True when a write to `track` of `vol` may go straight to the volume file: no target
+    /// still reads the track's T0 data from it, no change record is owed, and (when `vol` is a
+    /// target) no older sibling reads the track from it; all durably. Callers hold the
     /// track's stripe.
     pub fn write_through_ok(&self, vol: VolId, track: u64) -> bool {
-        let owed = |side: usize| move |r: &Arc<Rel>| r.is_live() && !r.settled(side, track);
-        !self.source_of(vol).any(owed(SOURCE)) && !self.target_of(vol).is_some_and(owed(TARGET))
+        if self.needs_copy(vol, track, true).is_some() {
+            return false;
+        }
+        let unrecorded = |side: usize| {
+            move |r: &Arc<Rel>| {
+                r.is_live()
+                    && r.recording.load(std::sync::atomic::Ordering::Acquire)
+                    && !r.changed[side].get(track)
+            }
+        };
+        !self.source_of(vol).any(unrecorded(SOURCE))
+            && !self
+                .target_of(vol)
+                .is_some_and(|r| r.is_live() && (!r.settled(TARGET, track) || r.shared.get(track)))
+    }
+
+    /// The sibling that must receive `track` before `source` overwrites it: the newest live
+    /// target that still reads it from the source (bit clear, and no newer sibling holds it
+    /// shared). With `durable`, a bit not yet durable counts as clear. `None`: every target has
+    /// the track or reads it from a sibling.
+    pub fn needs_copy(&self, source: VolId, track: u64, durable: bool) -> Option<&Arc<Rel>> {
+        for id in self.links(source).source_of.iter().rev() {
+            let r = &self.rels[id];
+            // A failed holder still stands for the older targets' data: they read an error
+            // there, never the source's newer data.
+            if r.shared.get(track) {
+                return None;
+            }
+            if !r.is_live() {
+                continue;
+            }
+            let copied = if durable {
+                r.durably_copied(track)
+            } else {
+                r.bitmap.get(track)
+            };
+            if !copied {
+                return Some(r);
+            }
+        }
+        None
+    }
+
+    /// True when a target older than `rel` still reads `track` through the source's view, so
+    /// that a copy `rel` receives must be shared with it.
+    pub fn older_reader(&self, rel: &Rel, track: u64) -> bool {
+        self.older_siblings(rel)
+            .take_while(|r| !r.shared.get(track))
+            .any(|r| r.is_live() && !r.bitmap.get(track))
+    }
+
+    /// The nearest sibling newer than `rel` that holds `track` shared.
+    fn shared_holder(&self, rel: &Rel, track: u64) -> Option<&Arc<Rel>> {
+        let siblings = &self.links(rel.source).source_of;
+        let at = siblings.iter().position(|r| *r == rel.id)?;
+        siblings[at + 1..]
+            .iter()
+            .map(|id| &self.rels[id])
+            .find(|r| r.shared.get(track))
+    }
+
+    /// The siblings newer than `rel`, nearest first.
+    pub fn newer_siblings<'a>(&'a self, rel: &Rel) -> impl Iterator<Item = &'a Arc<Rel>> + 'a {
+        let siblings = &self.links(rel.source).source_of;
+        let at = siblings
+            .iter()
+            .position(|r| *r == rel.id)
+            .map_or(siblings.len(), |at| at + 1);
+        siblings[at..].iter().map(|id| &self.rels[id])
+    }
+
+    /// The siblings older than `rel`, nearest first.
+    fn older_siblings<'a>(&'a self, rel: &Rel) -> impl Iterator<Item = &'a Arc<Rel>> + 'a {
+        let siblings = &self.links(rel.source).source_of;
+        let at = siblings.iter().position(|r| *r == rel.id).unwrap_or(0);
+        siblings[..at].iter().rev().map(|id| &self.rels[id])
+    }
+
+    /// Where `holder`'s shared `track` must go before it changes: the nearest older live
+    /// sibling that reads it from `holder` and whose own copy is not durable. `None` when no
+    /// sibling depends on it any more.
+    pub fn push_down_target(&self, holder: &Rel, track: u64) -> Option<&Arc<Rel>> {
+        self.older_siblings(holder)
+            .take_while(|r| !r.shared.get(track))
+            .find(|r| r.is_live() && !r.durably_copied(track))
+    }
+
+    /// Makes `rel` the newest target of its source (a resync moved its point in time).
+    pub fn move_to_newest(&mut self, rel: RelId) {
+        self.graph.move_to_newest(rel);
     }
 
     /// Where `vol`'s view of `track` lives: `None` for its own file, or the volume whose file
@@ -137,6 +238,12 @@ impl Topology {
             }
             if r.bitmap.get(track) {
                 break;
+            }
+            if let Some(holder) = self.shared_holder(r, track) {
+                if holder.failed.load(std::sync::atomic::Ordering::Acquire) {
+                    return Err(holder.target_name.clone());
+                }
+                return Ok(Some(self.volume(holder.target)));
             }
             at = r.source;
             view = Some(self.volume(at));

@@ -340,9 +340,28 @@ impl Harness {
     /// (as the engine reports it now; `refresh_failures` checks that only space ran out).
     fn may_fail(&self, v: usize) -> bool {
         let failed = self.failed_targets();
-        self.upstream(v)
+        self.depends_on(v)
             .iter()
             .any(|u| self.model.failed.contains(u) || failed.contains(u))
+    }
+
+    /// Volumes whose failure `v` may feel: those up its cascade, and at every level the other
+    /// targets of the same source, which may hold tracks for it (one copy for all targets).
+    fn depends_on(&self, v: usize) -> Vec<usize> {
+        let mut out = Vec::new();
+        for u in self.upstream(v) {
+            out.push(u);
+            if let Some(r) = self.model.rels.get(&u) {
+                out.extend(
+                    self.model
+                        .rels
+                        .iter()
+                        .filter(|(t, s)| s.src == r.src && **t != u)
+                        .map(|(t, _)| *t),
+                );
+            }
+        }
+        out
     }
 
     /// Notes relationships that failed; only the space-efficient volume, or a volume reading
@@ -350,7 +369,7 @@ impl Harness {
     fn refresh_failures(&mut self) {
         for t in self.failed_targets() {
             if self.model.failed.insert(t) {
-                let up = self.upstream(t);
+                let up = self.depends_on(t);
                 assert!(
                     t == THIN
                         || up[1..]
@@ -1272,6 +1291,29 @@ proptest! {
         if cuttable {
             all.push(Op::CutDuring { ops, seed, inner: Box::new(inner) });
         }
+        run(&all);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases(300), max_shrink_iters: 2000, ..ProptestConfig::default() })]
+
+    /// One copy for every target: one source with three targets (one of them space-efficient
+    /// in a small pool) established at different points in time, then random operations,
+    /// restarts, crashes and power cuts. Exercises the tracks one target holds for the older
+    /// ones, their push-down on target writes, withdraws, resyncs and reverts.
+    #[test]
+    fn siblings_share_one_copy(
+        writes in prop::collection::vec(io_op(), 0..8),
+        kinds in prop::collection::vec((any::<bool>(), any::<bool>()), 3),
+        tail in prop::collection::vec(any_op(), 1..40),
+    ) {
+        let mut all = Vec::new();
+        for (i, (copy, record)) in kinds.iter().enumerate() {
+            all.extend(writes.iter().skip(i * 3).take(3).cloned());
+            all.push(Op::Establish { src: 0, tgt: i + 1, copy: *copy, persistent: true, record: *record });
+        }
+        all.extend(tail);
         run(&all);
     }
 }

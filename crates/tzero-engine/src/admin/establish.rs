@@ -109,8 +109,9 @@ impl Engine {
         let mut change = inner.catalog.change()?;
         let mut rels = Vec::new();
         for (src, tgt) in &volumes {
+            let id = change.next_id()?;
             let record = RelRecord {
-                id: change.next_id()?,
+                id,
                 source: src.id,
                 target: tgt.id,
                 background_copy: opts.background_copy,
@@ -127,6 +128,7 @@ impl Engine {
                 revertible: false,
                 revert_pending: false,
                 previous_synced_ms: 0,
+                t0_seq: id,
             };
             let mut tgt_record = tgt.record();
             tgt_record.contents_undefined = false;

@@ -45,7 +45,7 @@ impl Engine {
             }
             .into());
         }
-        let topology = inner.topology.write();
+        let mut topology = inner.topology.write();
         let (src_vol, tgt_vol) = (
             topology.volume(rel.source).clone(),
             topology.volume(rel.target).clone(),
@@ -58,6 +58,9 @@ impl Engine {
         topology
             .sync_view(rel.source)
             .map_err(FlashError::Storage)?;
+        // Older targets of the source that read tracks from this one get them first: its
+        // point in time moves, and it becomes the newest target.
+        inner.push_down_all(&topology, &rel)?;
         // Bits copied but not yet durable become durable first, so what we commit below is a
         // complete picture.
         inner.persist(std::slice::from_ref(&rel))?;
@@ -86,7 +89,15 @@ impl Engine {
             while let Some(t) = rel.revert_set.next_set(track) {
                 track = t + 1;
                 let start = g.track_start(t);
-                copy_punching_holes(&*tgt_vol.file, &*undo, start, start + g.track_len(t))
+                // The target's view: a track it never copied may be held by a newer sibling.
+                let view = topology
+                    .view_file(tgt_vol.id, t)
+                    .map_err(|failed| Refusal::Failed {
+                        src: source.to_string(),
+                        tgt: target.to_string(),
+                        reason: format!("its T0 data held by {failed} is lost"),
+                    })?;
+                copy_punching_holes(&**view, &*undo, start, start + g.track_len(t))
                     .map_err(FlashError::Storage)?;
             }
             undo.sync().map_err(FlashError::Storage)?;
@@ -99,16 +110,27 @@ impl Engine {
         for side in &rel.changed {
             side.clear_all();
         }
+        rel.shared.clear_all();
         record.state = RelState::Active;
         record.synced_ms = now_ms();
         record.recording = opts.recording;
         record.persistent = opts.persistent || record.persistent;
         record.background_copy = record.background_copy || opts.background_copy;
         record.withdraw_on_complete = false;
-        inner.commit_record_and_bitmaps(&rel, &record, "resyncing a relationship", |_| Ok(()))?;
+        inner.commit("resyncing a relationship", |change| {
+            record.t0_seq = change.next_id()?;
+            change.put_rel(&record)?;
+            for (kind, bitmap) in rel.bitmaps() {
+                for chunk in bitmap.take_dirty() {
+                    change.put_chunk_bytes(rel.id, kind, chunk, &bitmap.encode_chunk(chunk))?;
+                }
+            }
+            Ok(())
+        })?;
         rel.recording.store(record.recording, Ordering::Release);
         *rel.record.lock() = record;
         rel.copy_cursor.store(0, Ordering::Release);
+        topology.move_to_newest(rel.id);
         drop(topology);
         inner.kick();
         tracing::info!(
@@ -200,6 +222,8 @@ impl Engine {
         inner.destage_both(&topology, &src_vol, &tgt_vol)?;
         // Destaging may have failed the relationship (its target ran out of space).
         check_not_failed(&rel)?;
+        // The restore changes tracks older targets of the source may read from this one.
+        inner.push_down_all(&topology, &rel)?;
         inner.persist(std::slice::from_ref(&rel))?;
         let undo = inner
             .storage

@@ -51,6 +51,9 @@ impl Engine {
         inner.destage_both(&topology, &src_vol, &tgt_vol)?;
         // Destaging may have failed the relationship (its target ran out of space).
         check_not_failed(&rel)?;
+        // The source is restored from the target's own file: tracks it reads from a newer
+        // sibling come into it first.
+        inner.pull_shared(&topology, &rel)?;
         inner.persist(std::slice::from_ref(&rel))?;
         // The reversed relationship's T0 is the target as hosts see it now: make it durable,
         // including the tracks it still reads from the source's file.
@@ -72,8 +75,9 @@ impl Engine {
         }
         let now = now_ms();
         let mut change = inner.catalog.change()?;
+        let id = change.next_id()?;
         let record = RelRecord {
-            id: change.next_id()?,
+            id,
             source: tgt_vol.id,
             target: src_vol.id,
             background_copy: true,
@@ -90,6 +94,7 @@ impl Engine {
             revertible: false,
             revert_pending: false,
             previous_synced_ms: 0,
+            t0_seq: id,
         };
         let reversed = Arc::new(Rel::new(record.clone(), &tgt_vol, &src_vol));
         // Clear bits are the tracks to restore; everything else the source already has.

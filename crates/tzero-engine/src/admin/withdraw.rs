@@ -4,7 +4,8 @@
 //! If the target is itself a source (A→B→C, withdrawing A→B), every C track that still reads
 //! through B into A is first copied to C ("cleaning"), so C's point in time never changes. A
 //! complete copy is synced before the catalog forgets the relationship; an incomplete one leaves
-//! the target's contents undefined.
+//! the target's contents undefined. Tracks the target holds for older targets of the same
+//! source (see [`crate::topology`]) are pushed down to them first.
 
 use crate::bitmap::Bitmap;
 use crate::catalog::KIND_CHANGED_SOURCE;
@@ -29,6 +30,8 @@ impl Inner {
             topology.volume(rel.target).clone(),
         );
         self.destage_both(&topology, &source, &target)?;
+        // Older targets of the same source that read tracks from this one get them first.
+        self.push_down_all(&topology, rel)?;
         self.clean_downstream(&topology, rel)?;
         let complete = rel.is_complete();
         // A complete copy must be durable before nothing routes around it any more; an

@@ -1,0 +1,156 @@
+//! One copy, whatever the number of targets: the copy-on-write that serves every target of a
+//! source at once, and the push-down that keeps older targets' data when its holder changes.
+//! The rules of which target holds what are in [`crate::topology`].
+
+use crate::copy::copy_to_target;
+use crate::engine::Inner;
+use crate::relationship::Rel;
+use crate::topology::Topology;
+use crate::volume::Volume;
+use std::sync::Arc;
+
+impl Inner {
+    /// Before `source` overwrites `track`: copies its current view of the track to the newest
+    /// target that still reads it from the source, once, and marks it shared when older
+    /// targets read it too. A target the copy cannot be made to fails, and the next one takes
+    /// its place. The changed relationships go to `touched`, to be persisted before the write.
+    pub(crate) fn copy_on_write(
+        &self,
+        topology: &Topology,
+        source: &Volume,
+        track: u64,
+        touched: &mut Vec<Arc<Rel>>,
+    ) {
+        let g = source.geometry;
+        let (start, end) = (
+            g.track_start(track),
+            g.track_start(track) + g.track_len(track),
+        );
+        while let Some(rel) = topology.needs_copy(source.id, track, false) {
+            let copied = topology
+                .view_file(source.id, track)
+                .map_err(|failed| format!("its source's view is lost: {failed} failed"))
+                .and_then(|view| {
+                    copy_to_target(&**view, topology.volume(rel.target), start, end)
+                        .map_err(|e| format!("copy-on-write to target failed: {e}"))
+                });
+            if let Err(reason) = copied {
+                // The relationship is no longer live: the loop moves on to the next target.
+                self.fail_rel(rel, &reason);
+                continue;
+            }
+            rel.bitmap.set(track);
+            rel.mark_unpersisted([track]);
+            if topology.older_reader(rel, track) {
+                rel.shared.set(track);
+            }
+            touched.push(rel.clone());
+            break;
+        }
+    }
+
+    /// Before `holder`'s `track` changes or goes: copies it to the nearest older target that
+    /// reads it from `holder`, which becomes the holder for the targets older than itself.
+    /// Then `holder` holds it no more.
+    pub(crate) fn push_down(
+        &self,
+        topology: &Topology,
+        holder: &Arc<Rel>,
+        track: u64,
+        touched: &mut Vec<Arc<Rel>>,
+    ) {
+        if !holder.shared.get(track) {
+            return;
+        }
+        let g = holder.geometry;
+        let (start, end) = (
+            g.track_start(track),
+            g.track_start(track) + g.track_len(track),
+        );
+        while let Some(rel) = topology.push_down_target(holder, track) {
+            if !rel.bitmap.get(track) {
+                // Its view of the track is the holder's file (or an error if the holder failed).
+                let copied = topology
+                    .view_file(rel.target, track)
+                    .map_err(|failed| format!("the T0 data it shared with {failed} is lost"))
+                    .and_then(|view| {
+                        copy_to_target(&**view, topology.volume(rel.target), start, end)
+                            .map_err(|e| format!("taking over a shared track failed: {e}"))
+                    });
+                if let Err(reason) = copied {
+                    self.fail_rel(rel, &reason);
+                    continue;
+                }
+                rel.bitmap.set(track);
+                rel.mark_unpersisted([track]);
+            }
+            // Its copy may be the one older targets read from now.
+            rel.shared.set(track);
+            touched.push(rel.clone());
+            break;
+        }
+        holder.shared.clear(track);
+        touched.push(holder.clone());
+    }
+
+    /// Pushes down every track `holder` holds shared (before it is withdrawn, resynced or
+    /// reverted), and makes the result durable.
+    pub(crate) fn push_down_all(
+        &self,
+        topology: &Topology,
+        holder: &Arc<Rel>,
+    ) -> Result<(), crate::error::IoError> {
+        let mut touched = Vec::new();
+        let mut track = 0;
+        while let Some(t) = holder.shared.next_set(track) {
+            track = t + 1;
+            self.push_down(topology, holder, t, &mut touched);
+            if touched.len() >= 2048 {
+                self.persist(&touched)?;
+                touched.clear();
+            }
+        }
+        self.persist(&touched)
+    }
+}
+
+impl Inner {
+    /// Copies into `rel`'s target every track it reads from a newer sibling that holds it
+    /// shared, so that its own file holds its whole point in time where it matters (before a
+    /// reverse restores the source from it). Makes the result durable.
+    pub(crate) fn pull_shared(
+        &self,
+        topology: &Topology,
+        rel: &Arc<Rel>,
+    ) -> Result<(), crate::error::FlashError> {
+        let g = rel.geometry;
+        let target = topology.volume(rel.target);
+        let mut pulled = false;
+        for holder in topology.newer_siblings(rel) {
+            let mut track = 0;
+            while let Some(t) = holder.shared.next_set(track) {
+                track = t + 1;
+                if rel.bitmap.get(t) {
+                    continue;
+                }
+                let view = topology.view_file(rel.target, t).map_err(|failed| {
+                    crate::error::Refusal::Failed {
+                        src: rel.source_name.clone(),
+                        tgt: rel.target_name.clone(),
+                        reason: format!("its T0 data held by {failed} is lost"),
+                    }
+                })?;
+                let (start, end) = (g.track_start(t), g.track_start(t) + g.track_len(t));
+                copy_to_target(&**view, target, start, end)
+                    .map_err(crate::error::FlashError::Storage)?;
+                rel.bitmap.set(t);
+                rel.mark_unpersisted([t]);
+                pulled = true;
+            }
+        }
+        if pulled {
+            self.persist(std::slice::from_ref(rel))?;
+        }
+        Ok(())
+    }
+}
