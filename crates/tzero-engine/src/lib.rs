@@ -29,6 +29,7 @@ mod persist;
 mod pools;
 mod recovery;
 mod relationship;
+mod reserve;
 mod space;
 pub mod storage;
 mod threads;
