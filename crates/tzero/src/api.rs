@@ -160,24 +160,12 @@ pub fn flash_error(e: &FlashError) -> (StatusCode, &'static str) {
     match e {
         FlashError::VolumeNotFound(_) => (StatusCode::NOT_FOUND, "volume_not_found"),
         FlashError::NotFound(..) => (StatusCode::NOT_FOUND, "relationship_not_found"),
-        FlashError::Refused(tzero_engine::Refusal::SameVolume(_)) => {
-            (StatusCode::BAD_REQUEST, "same_volume")
-        }
-        FlashError::Refused(tzero_engine::Refusal::SizeMismatch { .. }) => {
-            (StatusCode::BAD_REQUEST, "volume_mismatch")
-        }
-        FlashError::Refused(tzero_engine::Refusal::TargetInUse { .. }) => {
-            (StatusCode::CONFLICT, "target_has_source")
-        }
-        FlashError::Refused(tzero_engine::Refusal::TooManyTargets { .. }) => {
-            (StatusCode::CONFLICT, "too_many_targets")
-        }
-        FlashError::Refused(tzero_engine::Refusal::AlreadyCopy { .. }) => {
-            (StatusCode::CONFLICT, "already_copy")
-        }
-        FlashError::Refused(tzero_engine::Refusal::Failed { .. }) => {
-            (StatusCode::CONFLICT, "relationship_failed")
-        }
+        FlashError::Refused(tzero_engine::Refusal::SameVolume(_)) => (StatusCode::BAD_REQUEST, "same_volume"),
+        FlashError::Refused(tzero_engine::Refusal::SizeMismatch { .. }) => (StatusCode::BAD_REQUEST, "volume_mismatch"),
+        FlashError::Refused(tzero_engine::Refusal::TargetInUse { .. }) => (StatusCode::CONFLICT, "target_has_source"),
+        FlashError::Refused(tzero_engine::Refusal::TooManyTargets { .. }) => (StatusCode::CONFLICT, "too_many_targets"),
+        FlashError::Refused(tzero_engine::Refusal::AlreadyCopy { .. }) => (StatusCode::CONFLICT, "already_copy"),
+        FlashError::Refused(tzero_engine::Refusal::Failed { .. }) => (StatusCode::CONFLICT, "relationship_failed"),
         FlashError::Refused(_) => (StatusCode::CONFLICT, "flash_refused"),
         FlashError::Storage(e) if is_no_space(e) => (StatusCode::INSUFFICIENT_STORAGE, "no_space"),
         FlashError::Storage(_) => (StatusCode::INTERNAL_SERVER_ERROR, "storage_error"),
