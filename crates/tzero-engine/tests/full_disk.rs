@@ -9,6 +9,9 @@
 //! reserve included, without a restart. And a volume larger than the file system's largest file
 //! is refused with that file system's name and limit.
 
+// Test arithmetic on MiB pieces; the engine itself only builds for 64-bit targets.
+#![allow(clippy::cast_possible_truncation)]
+
 use std::path::Path;
 use tzero_engine::storage::scratch::{FsKind, ScratchFs};
 use tzero_engine::{
