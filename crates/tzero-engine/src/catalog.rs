@@ -280,7 +280,7 @@ impl Catalog {
     /// bits, withdraw, delete): it goes on even when the file system is full, on the reserve.
     pub fn change(&self) -> Result<Change<'_>, CatalogError> {
         // Best effort: a short reserve is logged by the reserve itself.
-        self.reserve.top_up();
+        self.reserve.top_up_lazily();
         Ok(Change {
             txn: self.db.begin_write().map_err(CatalogError::db)?,
             _catalog: self,

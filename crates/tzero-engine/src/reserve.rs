@@ -37,6 +37,7 @@ use crate::storage::BlockFile;
 use parking_lot::Mutex;
 use std::io;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// The smallest reserve: a catalog of a few volumes is far smaller, and 32 MiB is noise next to
 /// the volumes on the same file system.
@@ -44,6 +45,10 @@ pub const MIN_RESERVE: u64 = 32 << 20;
 
 /// Top-ups that cannot get the whole reserve retry with halves down to this.
 const MIN_STEP: u64 = 1 << 20;
+
+/// While the reserve is short, routine commits (the persister's, every second during a copy)
+/// retry the file system at most this often; deletes and growing commits always retry.
+const RETRY_SHORT: Duration = Duration::from_secs(1);
 
 /// The space to hold past the end of a catalog file of `len` bytes.
 pub fn target(len: u64) -> u64 {
@@ -66,6 +71,8 @@ struct State {
     short: bool,
     /// fallocate is not supported here: no reserve, no refusals.
     unsupported: bool,
+    /// When a short top-up last asked the file system.
+    last_try: Option<Instant>,
 }
 
 impl Reserve {
@@ -77,6 +84,17 @@ impl Reserve {
         };
         reserve.top_up();
         reserve
+    }
+
+    /// Before a routine commit: [`Reserve::top_up`], but while the reserve is short at most once
+    /// per [`RETRY_SHORT`], so a full file system is not asked again at every commit.
+    pub fn top_up_lazily(&self) {
+        let mut state = self.state.lock();
+        let recent = state.last_try.is_some_and(|t| t.elapsed() < RETRY_SHORT);
+        if state.short && recent {
+            return;
+        }
+        self.top_up_locked(&mut state);
     }
 
     pub fn file(&self) -> &dyn BlockFile {
@@ -117,13 +135,14 @@ impl Reserve {
         }
         // Take as much as the file system gives, halving the request: a partial reserve still
         // covers many commits.
+        state.last_try = Some(Instant::now());
         let mut step = want - state.allocated_to;
         let mut last_error = None;
         while state.allocated_to < want {
             let from = state.allocated_to;
-            let len = step.min(want - from);
-            match self.file.allocate_keep_size(from, len) {
-                Ok(()) => state.allocated_to = from + len,
+            let piece = step.min(want - from);
+            match self.file.allocate_keep_size(from, piece) {
+                Ok(()) => state.allocated_to = from + piece,
                 Err(e) if e.kind() == io::ErrorKind::Unsupported || is_unsupported(&e) => {
                     tracing::warn!(error = %e, "catalog reserve: the file system cannot preallocate; no metadata reserve is kept, and a full file system can poison the engine");
                     state.unsupported = true;
@@ -186,5 +205,43 @@ impl crate::Engine {
     /// Bytes the catalog holds allocated past the end of its file: its metadata reserve.
     pub fn catalog_reserve(&self) -> u64 {
         self.inner.catalog.reserve_held()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::file::FileStorage;
+    use crate::storage::mem::MemStorage;
+    use crate::storage::Storage;
+
+    #[test]
+    fn keeps_the_reserve_past_the_end_through_growth_and_shrink() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = FileStorage::new(dir.path()).unwrap();
+        let file = storage.open("catalog.redb", true).unwrap();
+        let reserve = Reserve::new(file.clone());
+        assert_eq!(file.len().unwrap(), 0, "the length redb sees is untouched");
+        assert_eq!(reserve.held(), MIN_RESERVE);
+        assert!(file.allocated_bytes().unwrap() >= MIN_RESERVE);
+        // redb doubles its file: the new part was reserved, and the reserve follows the length.
+        reserve.set_len(48 << 20).unwrap();
+        assert_eq!(file.len().unwrap(), 48 << 20);
+        assert_eq!(reserve.held(), 48 << 20);
+        assert!(file.allocated_bytes().unwrap() >= 96 << 20);
+        // A shrink frees the blocks past the new end; the reserve takes them back at once.
+        reserve.set_len(1 << 20).unwrap();
+        assert_eq!(reserve.held(), MIN_RESERVE);
+        assert!(file.allocated_bytes().unwrap() >= MIN_RESERVE + (1 << 20));
+        assert!(reserve.check_room().is_ok());
+    }
+
+    #[test]
+    fn no_reserve_and_no_refusal_where_fallocate_is_unsupported() {
+        let storage = MemStorage::new();
+        let reserve = Reserve::new(storage.open("catalog.redb", true).unwrap());
+        assert_eq!(reserve.held(), 0);
+        assert!(reserve.top_up());
+        assert!(reserve.check_room().is_ok());
     }
 }
