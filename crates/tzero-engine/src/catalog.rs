@@ -13,9 +13,15 @@
 //!   clear. Kinds: [`KIND_COPIED`], [`KIND_CHANGED_SOURCE`], [`KIND_CHANGED_TARGET`],
 //!   [`KIND_REVERT_SET`].
 //! - `shared`: (relationship id, chunk index) → chunk record of [`KIND_SHARED`].
+//!
+//! The file is kept allocated ahead of what redb uses (the metadata reserve, [`crate::reserve`]),
+//! so the commits that fail a relationship, withdraw it or delete a volume succeed on a full
+//! file system; [`Catalog::change_growing`] refuses, before redb is touched, the commits that
+//! would eat into it.
 
 use crate::bitmap::Bitmap;
 use crate::error::CatalogError;
+use crate::reserve::Reserve;
 use crate::storage::BlockFile;
 use redb::{Database, ReadableDatabase, ReadableTable, StorageBackend, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -166,32 +172,33 @@ impl RelRecord {
     }
 }
 
-/// redb storage on top of one of our [`BlockFile`]s, so crash tests cut its power too.
+/// redb storage on top of one of our [`BlockFile`]s, so crash tests cut its power too. Resizes
+/// go through the [`Reserve`], which keeps the file allocated ahead of them.
 #[derive(Debug)]
-struct RedbBackend(Arc<dyn BlockFile>);
+struct RedbBackend(Arc<Reserve>);
 
 impl StorageBackend for RedbBackend {
     fn len(&self) -> Result<u64, io::Error> {
-        self.0.len()
+        self.0.file().len()
     }
     fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), io::Error> {
-        let len = self.0.len()?;
+        let len = self.0.file().len()?;
         if offset + out.len() as u64 > len {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
                 "read past end of catalog",
             ));
         }
-        self.0.read_at(out, offset)
+        self.0.file().read_at(out, offset)
     }
     fn set_len(&self, len: u64) -> Result<(), io::Error> {
         self.0.set_len(len)
     }
     fn sync_data(&self) -> Result<(), io::Error> {
-        self.0.sync()
+        self.0.file().sync()
     }
     fn write(&self, offset: u64, data: &[u8]) -> Result<(), io::Error> {
-        self.0.write_at(data, offset)
+        self.0.file().write_at(data, offset)
     }
 }
 
@@ -199,6 +206,7 @@ impl StorageBackend for RedbBackend {
 #[derive(Debug)]
 pub struct Catalog {
     db: Database,
+    reserve: Arc<Reserve>,
 }
 
 /// Everything the catalog holds, except bitmaps (loaded per relationship).
@@ -224,11 +232,12 @@ fn encode<T: Serialize>(v: &T) -> String {
 
 impl Catalog {
     pub fn open(file: Arc<dyn BlockFile>) -> Result<Self, CatalogError> {
+        let reserve = Arc::new(Reserve::new(file));
         let db = redb::Builder::new()
             .set_cache_size(16 << 20)
-            .create_with_backend(RedbBackend(file))
+            .create_with_backend(RedbBackend(reserve.clone()))
             .map_err(CatalogError::db)?;
-        let catalog = Catalog { db };
+        let catalog = Catalog { db, reserve };
         let txn = catalog.db.begin_write().map_err(CatalogError::db)?;
         {
             let mut meta = txn.open_table(META).map_err(CatalogError::db)?;
@@ -288,11 +297,33 @@ impl Catalog {
         Ok(())
     }
 
+    /// Starts a change that the engine needs to keep its state true (record a failure, persist
+    /// bits, withdraw, delete): it goes on even when the file system is full, on the reserve.
     pub fn change(&self) -> Result<Change<'_>, CatalogError> {
+        // Best effort: a short reserve is logged by the reserve itself.
+        self.reserve.top_up_lazily();
         Ok(Change {
             txn: self.db.begin_write().map_err(CatalogError::db)?,
             _catalog: self,
         })
+    }
+
+    /// Starts a change that makes the catalog grow (a new volume, pool or relationship). It is
+    /// refused with [`CatalogError::NoSpace`], leaving the catalog untouched, when the file system
+    /// cannot give back the whole reserve: the essential changes must never find it used up.
+    pub fn change_growing(&self) -> Result<Change<'_>, CatalogError> {
+        self.reserve.check_room()?;
+        self.change()
+    }
+
+    /// Takes back the reserve after space was freed (best effort; logged when it cannot).
+    pub fn top_up_reserve(&self) {
+        self.reserve.top_up();
+    }
+
+    /// Bytes held for the catalog past the end of its file.
+    pub fn reserve_held(&self) -> u64 {
+        self.reserve.held()
     }
 }
 

@@ -2,6 +2,7 @@
 //!
 //! Messages do not repeat their cause: the cause travels in `#[source]`.
 
+use crate::storage::fs_limits::format_bytes;
 use std::io;
 
 /// Errors of volume management: create, delete, look-up.
@@ -16,6 +17,15 @@ pub enum VolumeError {
     InvalidName(String),
     #[error("invalid capacity {0}: it must be a non-zero multiple of 512 bytes, at most 2^60")]
     InvalidCapacity(u64),
+    /// The file system of the data directory allows no file this large (EFBIG).
+    #[error("capacity {} exceeds the largest file {} allows{}; choose a smaller capacity, or put the data directory on a file system with larger files (XFS, btrfs)", format_bytes(*.capacity), fs.unwrap_or("the file system of the data directory"), max_hint(.max))]
+    TooLargeForFileSystem {
+        capacity: u64,
+        /// The file system's name, when it is one we know.
+        fs: Option<&'static str>,
+        /// Its largest file, when known.
+        max: Option<u64>,
+    },
     #[error("invalid track size {0}: it must be a power of two from 4 KiB to 1 MiB")]
     InvalidTrackSize(u64),
     #[error(
@@ -55,6 +65,12 @@ pub enum VolumeError {
     Poisoned,
     #[error("the engine is shutting down")]
     ShuttingDown,
+}
+
+/// " (16 TiB)", or nothing when the limit is not known.
+fn max_hint(max: &Option<u64>) -> String {
+    max.map(|m| format!(" ({})", format_bytes(m)))
+        .unwrap_or_default()
 }
 
 /// Errors of FlashCopy relationship management.
@@ -224,6 +240,10 @@ pub enum CatalogError {
     },
     #[error("bitmap chunk {chunk} of relationship {rel} is corrupt (checksum or size)")]
     CorruptBitmap { rel: u64, chunk: u64 },
+    /// A change that would make the catalog grow was refused, the catalog left unchanged: the
+    /// file system is full and the metadata reserve is short.
+    #[error("the file system of the data directory is full: the catalog's metadata reserve holds {} of {}; free space (rmflash, rmfbvol) before creating volumes, pools or relationships", format_bytes(*.held), format_bytes(*.wanted))]
+    NoSpace { held: u64, wanted: u64 },
     #[error("catalog format version {found} is not supported (this build reads {supported})")]
     Version { found: u32, supported: u32 },
 }

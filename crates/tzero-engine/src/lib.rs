@@ -29,6 +29,7 @@ mod persist;
 mod pools;
 mod recovery;
 mod relationship;
+mod reserve;
 mod sharing;
 mod space;
 pub mod storage;

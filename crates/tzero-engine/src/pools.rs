@@ -25,7 +25,7 @@ impl Engine {
         if inner.topology.read().pools.contains_key(name) {
             return Err(VolumeError::PoolExists(name.to_string()));
         }
-        let mut change = inner.catalog.change()?;
+        let mut change = inner.catalog.change_growing()?;
         let record = PoolRecord {
             id: change.next_id()?,
             name: name.to_string(),

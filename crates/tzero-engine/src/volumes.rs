@@ -31,6 +31,11 @@ fn storage_err(name: &str) -> impl FnOnce(std::io::Error) -> VolumeError + '_ {
     }
 }
 
+/// EFBIG: the file system allows no file of that size.
+fn is_too_large(e: &std::io::Error) -> bool {
+    e.raw_os_error() == Some(27) || e.kind() == std::io::ErrorKind::FileTooLarge
+}
+
 /// A failed host write: out of space, or an I/O error.
 pub(crate) fn map_write_err(name: &str, e: std::io::Error) -> IoError {
     if crate::error::is_no_space(&e) {
@@ -92,7 +97,8 @@ impl Engine {
             (Some(_), false) => Provisioning::Standard,
             (Some(_), true) => Provisioning::Thin,
         };
-        let mut change = inner.catalog.change()?;
+        // Refused (catalog unchanged) when a full file system has eaten into the reserve.
+        let mut change = inner.catalog.change_growing()?;
         let record = VolumeRecord {
             id: change.next_id()?,
             name: name.to_string(),
@@ -137,7 +143,16 @@ impl Engine {
             Err(e) => {
                 unreserve();
                 let _ = inner.storage.remove(&file_name);
-                return Err(storage_err(name)(e));
+                return Err(if is_too_large(&e) {
+                    let fs = inner.storage.file_system();
+                    VolumeError::TooLargeForFileSystem {
+                        capacity,
+                        fs: fs.name,
+                        max: fs.max_file_size,
+                    }
+                } else {
+                    storage_err(name)(e)
+                });
             }
         };
         change.put_volume(&record)?;
@@ -216,11 +231,18 @@ impl Engine {
                 _ => {}
             }
         }
+        // Unlinking frees nothing while a handle (an NBD client) still has the file open; the
+        // space must come back now, to whoever the full file system was refusing.
+        if let Err(e) = vol.file.punch_hole(0, vol.geometry.capacity) {
+            tracing::warn!(volume = name, error = %e, "could not free a deleted volume's space");
+        }
         let file_name = vol.record().file_name();
         inner
             .storage
             .remove(&file_name)
             .map_err(storage_err(name))?;
+        // The space just freed may be what the catalog's reserve was missing.
+        inner.catalog.top_up_reserve();
         tracing::info!(volume = name, "volume deleted");
         Ok(())
     }

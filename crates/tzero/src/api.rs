@@ -132,6 +132,9 @@ pub fn volume_error(e: &VolumeError) -> (StatusCode, &'static str) {
         VolumeError::AlreadyExists(_) => (StatusCode::CONFLICT, "volume_exists"),
         VolumeError::InvalidName(_) => (StatusCode::BAD_REQUEST, "invalid_name"),
         VolumeError::InvalidCapacity(_) => (StatusCode::BAD_REQUEST, "invalid_capacity"),
+        VolumeError::TooLargeForFileSystem { .. } => {
+            (StatusCode::BAD_REQUEST, "capacity_too_large_for_fs")
+        }
         VolumeError::InvalidTrackSize(_) => (StatusCode::BAD_REQUEST, "invalid_track_size"),
         VolumeError::InUse { .. } => (StatusCode::CONFLICT, "volume_in_use"),
         VolumeError::PoolNotFound(_) => (StatusCode::NOT_FOUND, "pool_not_found"),
@@ -143,6 +146,9 @@ pub fn volume_error(e: &VolumeError) -> (StatusCode, &'static str) {
             (StatusCode::INSUFFICIENT_STORAGE, "no_space")
         }
         VolumeError::Storage { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "storage_error"),
+        VolumeError::Catalog(tzero_engine::CatalogError::NoSpace { .. }) => {
+            (StatusCode::INSUFFICIENT_STORAGE, "no_space")
+        }
         VolumeError::Catalog(_) => (StatusCode::INTERNAL_SERVER_ERROR, "catalog_error"),
         VolumeError::Poisoned => (StatusCode::INTERNAL_SERVER_ERROR, "engine_poisoned"),
         _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
@@ -154,15 +160,30 @@ pub fn flash_error(e: &FlashError) -> (StatusCode, &'static str) {
     match e {
         FlashError::VolumeNotFound(_) => (StatusCode::NOT_FOUND, "volume_not_found"),
         FlashError::NotFound(..) => (StatusCode::NOT_FOUND, "relationship_not_found"),
-        FlashError::Refused(tzero_engine::Refusal::SameVolume(_)) => (StatusCode::BAD_REQUEST, "same_volume"),
-        FlashError::Refused(tzero_engine::Refusal::SizeMismatch { .. }) => (StatusCode::BAD_REQUEST, "volume_mismatch"),
-        FlashError::Refused(tzero_engine::Refusal::TargetInUse { .. }) => (StatusCode::CONFLICT, "target_has_source"),
-        FlashError::Refused(tzero_engine::Refusal::TooManyTargets { .. }) => (StatusCode::CONFLICT, "too_many_targets"),
-        FlashError::Refused(tzero_engine::Refusal::AlreadyCopy { .. }) => (StatusCode::CONFLICT, "already_copy"),
-        FlashError::Refused(tzero_engine::Refusal::Failed { .. }) => (StatusCode::CONFLICT, "relationship_failed"),
+        FlashError::Refused(tzero_engine::Refusal::SameVolume(_)) => {
+            (StatusCode::BAD_REQUEST, "same_volume")
+        }
+        FlashError::Refused(tzero_engine::Refusal::SizeMismatch { .. }) => {
+            (StatusCode::BAD_REQUEST, "volume_mismatch")
+        }
+        FlashError::Refused(tzero_engine::Refusal::TargetInUse { .. }) => {
+            (StatusCode::CONFLICT, "target_has_source")
+        }
+        FlashError::Refused(tzero_engine::Refusal::TooManyTargets { .. }) => {
+            (StatusCode::CONFLICT, "too_many_targets")
+        }
+        FlashError::Refused(tzero_engine::Refusal::AlreadyCopy { .. }) => {
+            (StatusCode::CONFLICT, "already_copy")
+        }
+        FlashError::Refused(tzero_engine::Refusal::Failed { .. }) => {
+            (StatusCode::CONFLICT, "relationship_failed")
+        }
         FlashError::Refused(_) => (StatusCode::CONFLICT, "flash_refused"),
         FlashError::Storage(e) if is_no_space(e) => (StatusCode::INSUFFICIENT_STORAGE, "no_space"),
         FlashError::Storage(_) => (StatusCode::INTERNAL_SERVER_ERROR, "storage_error"),
+        FlashError::Catalog(tzero_engine::CatalogError::NoSpace { .. }) => {
+            (StatusCode::INSUFFICIENT_STORAGE, "no_space")
+        }
         FlashError::Catalog(_) => (StatusCode::INTERNAL_SERVER_ERROR, "catalog_error"),
         FlashError::Poisoned => (StatusCode::INTERNAL_SERVER_ERROR, "engine_poisoned"),
         _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),

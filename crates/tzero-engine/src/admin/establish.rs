@@ -106,7 +106,7 @@ impl Engine {
             inner.record_view_change(&topology, tgt, None, 0)?;
         }
         let now = now_ms();
-        let mut change = inner.catalog.change()?;
+        let mut change = inner.catalog.change_growing()?;
         let mut rels = Vec::new();
         for (src, tgt) in &volumes {
             let id = change.next_id()?;

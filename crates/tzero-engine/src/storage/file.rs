@@ -57,6 +57,10 @@ impl Storage for FileStorage {
             Err(e) => Err(e),
         }
     }
+
+    fn file_system(&self) -> super::fs_limits::FileSystemInfo {
+        super::fs_limits::probe(&self.dir)
+    }
 }
 
 /// One file of the data directory.
@@ -117,6 +121,14 @@ impl BlockFile for FileBlock {
             return Ok(());
         }
         rustix::fs::fallocate(&self.file, FallocateFlags::empty(), offset, len)
+            .map_err(io::Error::from)
+    }
+
+    fn allocate_keep_size(&self, offset: u64, len: u64) -> io::Result<()> {
+        if len == 0 {
+            return Ok(());
+        }
+        rustix::fs::fallocate(&self.file, FallocateFlags::KEEP_SIZE, offset, len)
             .map_err(io::Error::from)
     }
 

@@ -7,8 +7,11 @@
 //! a chosen number of mutating operations. It exists for model and crash tests only.
 
 pub mod file;
+pub mod fs_limits;
 #[cfg(any(test, feature = "test-util"))]
 pub mod mem;
+#[cfg(any(test, feature = "test-util"))]
+pub mod scratch;
 
 use std::any::Any;
 use std::fmt::Debug;
@@ -42,6 +45,13 @@ pub trait BlockFile: Send + Sync + Debug {
         let _ = (offset, len);
         Ok(())
     }
+    /// Allocates a range, which may lie past the end, without changing the file's length or
+    /// what it reads (`fallocate(FALLOC_FL_KEEP_SIZE)`): later writes there need no new space.
+    /// Backends that cannot return [`io::ErrorKind::Unsupported`].
+    fn allocate_keep_size(&self, offset: u64, len: u64) -> io::Result<()> {
+        let _ = (offset, len);
+        Err(io::ErrorKind::Unsupported.into())
+    }
     /// Zeroes a range, keeping it allocated.
     fn zero_range(&self, offset: u64, len: u64) -> io::Result<()> {
         const CHUNK: u64 = 1 << 20;
@@ -73,6 +83,10 @@ pub trait Storage: Send + Sync + Debug {
     fn open(&self, name: &str, create: bool) -> io::Result<Arc<dyn BlockFile>>;
     /// Removes `name`; a missing file is not an error.
     fn remove(&self, name: &str) -> io::Result<()>;
+    /// The file system the files live on, to name its limits in errors.
+    fn file_system(&self) -> fs_limits::FileSystemInfo {
+        fs_limits::FileSystemInfo::UNKNOWN
+    }
 }
 
 /// Portable copy: read into a buffer, skip all-zero pieces where the destination is a hole.
