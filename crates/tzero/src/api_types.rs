@@ -15,6 +15,9 @@ use utoipa::ToSchema;
 pub const API_PREFIX: &str = "/v1";
 
 /// A volume (`GET /v1/volumes`, `GET /v1/volumes/{name}`).
+///
+/// The daemon sends every field (the schema requires them all); `default`
+/// lets the client read an older daemon's answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Volume {
     pub name: String,
@@ -26,29 +29,36 @@ pub struct Volume {
     pub created_ms: u64,
     /// Targets of the relationships this volume is the source of.
     #[serde(default)]
+    #[schema(required = true)]
     pub source_of: Vec<String>,
     /// Source of the relationship this volume is the target of.
     #[serde(default)]
+    #[schema(required = true)]
     pub target_of: Option<String>,
     /// Set when the volume was the target of a relationship withdrawn or
     /// failed before its copy completed: its contents are a mix of T0 and
     /// earlier data.
     #[serde(default)]
+    #[schema(required = true)]
     pub contents_undefined: bool,
     /// Extent pool the volume is allocated from; none for a sparse volume.
     #[serde(default)]
+    #[schema(required = true)]
     pub pool: Option<String>,
     /// How the volume takes space: `sparse` (a file outside any pool),
     /// `standard` (fully allocated in its pool) or `thin` (space-efficient,
     /// DSCLI `-sam ese`: pool space per track written or copied).
     #[serde(default)]
+    #[schema(required = true)]
     pub provisioning: Provisioning,
     /// Host writes are held by a freeze (`mkflash --freeze`, `freezeflash`).
     #[serde(default)]
+    #[schema(required = true)]
     pub frozen: bool,
     /// Hosts may not write: the target of a relationship with target write
     /// inhibit (exported read-only over NBD).
     #[serde(default)]
+    #[schema(required = true)]
     pub write_inhibited: bool,
 }
 
@@ -216,30 +226,38 @@ pub struct Flash {
     /// Last time the bitmaps were made durable, ms since the Unix epoch.
     pub synced_ms: u64,
     #[serde(default)]
+    #[schema(required = true)]
     pub failure: Option<String>,
     /// Change recording (incremental FlashCopy, DSCLI `-record`).
     #[serde(default)]
+    #[schema(required = true)]
     pub recording: bool,
     /// Tracks changed on either volume since T0: what a resync copies
     /// again. 0 when the relationship does not record changes.
     #[serde(default)]
+    #[schema(required = true)]
     pub changed_tracks: u64,
     /// `rmflash --cp` is waiting for the background copy to complete.
     #[serde(default)]
+    #[schema(required = true)]
     pub withdraw_pending: bool,
     /// Hosts may not write the target (DSCLI `-tgtinhibit`).
     #[serde(default)]
+    #[schema(required = true)]
     pub target_write_inhibit: bool,
     /// Sequence number given at establish (DSCLI `-seqnum`), 0 if none.
     #[serde(default)]
+    #[schema(required = true)]
     pub seqnum: u32,
     /// `setflashrevertible` was done: the next resync keeps the previous
     /// point in time restorable.
     #[serde(default)]
+    #[schema(required = true)]
     pub revertible: bool,
     /// A revertible resync happened: `commit` keeps it, `revert` rolls the
     /// target back to the previous point in time.
     #[serde(default)]
+    #[schema(required = true)]
     pub revert_pending: bool,
 }
 

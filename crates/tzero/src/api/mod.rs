@@ -137,9 +137,7 @@ async fn require_token(State(token): State<Arc<str>>, req: Request, next: Next) 
         // Constant time, so the token cannot be guessed byte by byte from
         // response times (a length mismatch is refused at once: the length is
         // no secret).
-        Some(t) if bool::from(t.as_bytes().ct_eq(token.as_bytes())) => {
-            return next.run(req).await
-        }
+        Some(t) if bool::from(t.as_bytes().ct_eq(token.as_bytes())) => return next.run(req).await,
         Some(_) => "wrong API token (the daemon's token is in DATA_DIR/api-token)",
         None => {
             "missing 'Authorization: Bearer <token>' header (the token is in DATA_DIR/api-token)"

@@ -95,8 +95,8 @@ impl utoipa::IntoResponses for EngineFailure {
 fn add_error(op: &mut Value, status: u16, code: ErrorCode) {
     let response = &mut op["responses"][status.to_string()];
     if response.is_null() {
-        *response = serde_json::to_value(error_response(String::new()))
-            .expect("a response serializes");
+        *response =
+            serde_json::to_value(error_response(String::new())).expect("a response serializes");
     }
     let code = format!("`{}`", code.as_str());
     let description = response["description"].as_str().unwrap_or_default();
@@ -107,6 +107,29 @@ fn add_error(op: &mut Value, status: u16, code: ErrorCode) {
             format!("{description}, {code}")
         };
         response["description"] = Value::String(joined);
+    }
+}
+
+/// utoipa writes an optional body (`Option<Json<T>>`) as `oneOf [null, T]`;
+/// but the body is left out, never `null` (which the handler refuses), so the
+/// schema is just `T`, not required.
+fn optional_body_is_absent_not_null(body: &mut Value) {
+    if body["required"] == true {
+        return;
+    }
+    let Some(media) = body["content"].as_object_mut() else {
+        return;
+    };
+    for m in media.values_mut() {
+        let Some(one_of) = m["schema"]["oneOf"].as_array() else {
+            continue;
+        };
+        if let [a, b] = one_of.as_slice() {
+            let other = if a["type"] == "null" { b } else { a };
+            if a["type"] == "null" || b["type"] == "null" {
+                m["schema"] = other.clone();
+            }
+        }
     }
 }
 
@@ -122,7 +145,8 @@ fn with_request_errors(mut doc: Value) -> Value {
             continue;
         };
         for op in ops.values_mut().filter(|op| op.get("responses").is_some()) {
-            if op.get("requestBody").is_some() {
+            if let Some(body) = op.get_mut("requestBody") {
+                optional_body_is_absent_not_null(body);
                 add_error(op, 400, C::MalformedJson);
                 add_error(op, 415, C::UnsupportedMediaType);
                 add_error(op, 422, C::InvalidBody);
@@ -212,7 +236,13 @@ mod tests {
                 "{method} {path} is documented but not routed ({status} {code})"
             );
             let documented = &doc["paths"][path];
-            for other in [Method::GET, Method::POST, Method::PUT, Method::DELETE, Method::PATCH] {
+            for other in [
+                Method::GET,
+                Method::POST,
+                Method::PUT,
+                Method::DELETE,
+                Method::PATCH,
+            ] {
                 if documented[other.as_str().to_lowercase()].is_object() {
                     continue;
                 }
@@ -254,9 +284,22 @@ mod tests {
                 "no route documents {code}"
             );
         }
-        assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+        assert_eq!(
+            doc["components"]["securitySchemes"]["bearer"]["scheme"],
+            "bearer"
+        );
+        let resync = &doc["paths"]["/v1/flash/{source}/{target}/resync"]["post"]["requestBody"];
+        assert_eq!(
+            resync["content"]["application/json"]["schema"]["$ref"], "#/components/schemas/Resync",
+            "{resync}"
+        );
         let est = &doc["paths"]["/v1/flash"]["post"]["responses"];
-        assert!(est["409"]["description"].as_str().is_some_and(|d| d.contains("`cycle`")), "{est}");
+        assert!(
+            est["409"]["description"]
+                .as_str()
+                .is_some_and(|d| d.contains("`cycle`")),
+            "{est}"
+        );
         assert_eq!(
             est["409"]["content"]["application/json"]["schema"]["$ref"],
             "#/components/schemas/ErrorBody"
