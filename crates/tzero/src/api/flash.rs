@@ -12,8 +12,8 @@ use serde::Deserialize;
 use tzero_engine::{Engine, FlashOptions};
 use utoipa::IntoParams;
 
-use super::openapi::{codes, EngineFailure};
-use super::{blocking, ApiResult, Pair, SeqnumQuery};
+use super::openapi::{codes, EngineFailure, PairNotFound};
+use super::{blocking, on_pair, ApiResult, Pair, SeqnumQuery};
 use crate::api_types::{
     ErrorBody, ErrorCode as C, Establish, Flash, Resync, Reverse, SetRate, TargetInhibit,
 };
@@ -70,15 +70,13 @@ pub(super) async fn establish(
     params(Pair),
     responses(
         (status = 200, description = "the relationship", body = Flash),
-        (status = 404, description = codes(&[C::VolumeNotFound, C::RelationshipNotFound]), body = ErrorBody),
+        PairNotFound,
     ))]
 pub(super) async fn get(
     State(engine): State<Engine>,
     pair: Result<Path<Pair>, PathRejection>,
 ) -> ApiResult<Json<Flash>> {
-    let Path(Pair { source, target }) = pair?;
-    let info = blocking(move || engine.relationship(&source, &target)).await?;
-    Ok(Json(info.into()))
+    on_pair(engine, pair, None, |e, s, t| e.relationship(s, t)).await
 }
 
 /// Query of `DELETE /v1/flash/{source}/{target}`.
@@ -101,7 +99,7 @@ pub(super) struct WithdrawQuery {
     responses(
         (status = 202, description = "cp=true: the relationship, withdraw_pending set; it ends when the copy completes (at once if it already has)", body = Flash),
         (status = 204, description = "withdrawn"),
-        (status = 404, description = codes(&[C::VolumeNotFound, C::RelationshipNotFound]), body = ErrorBody),
+        PairNotFound,
         (status = 409, description = codes(&[C::RelationshipFailed]), body = ErrorBody),
         (status = 507, description = codes(&[C::NoSpace]), body = ErrorBody),
         EngineFailure,
@@ -129,7 +127,7 @@ pub(super) async fn withdraw(
     params(Pair),
     responses(
         (status = 200, description = "copy started", body = Flash),
-        (status = 404, description = codes(&[C::VolumeNotFound, C::RelationshipNotFound]), body = ErrorBody),
+        PairNotFound,
         (status = 409, description = codes(&[C::AlreadyCopy, C::RelationshipFailed]), body = ErrorBody),
         EngineFailure,
     ))]
@@ -137,10 +135,10 @@ pub(super) async fn start_copy(
     State(engine): State<Engine>,
     pair: Result<Path<Pair>, PathRejection>,
 ) -> ApiResult<Json<Flash>> {
-    let Path(Pair { source, target }) = pair?;
-    let info = blocking(move || engine.start_background_copy(&source, &target)).await?;
-    tracing::info!(source = %info.source, target = %info.target, "background copy started");
-    Ok(Json(info.into()))
+    on_pair(engine, pair, Some("background copy started"), |e, s, t| {
+        e.start_background_copy(s, t)
+    })
+    .await
 }
 
 /// Set the background copy rate (setflashrate).
@@ -149,7 +147,7 @@ pub(super) async fn start_copy(
     request_body = SetRate,
     responses(
         (status = 200, description = "rate changed", body = Flash),
-        (status = 404, description = codes(&[C::VolumeNotFound, C::RelationshipNotFound]), body = ErrorBody),
+        PairNotFound,
         EngineFailure,
     ))]
 pub(super) async fn set_rate(
@@ -157,10 +155,11 @@ pub(super) async fn set_rate(
     pair: Result<Path<Pair>, PathRejection>,
     body: Result<Json<SetRate>, JsonRejection>,
 ) -> ApiResult<Json<Flash>> {
-    let Path(Pair { source, target }) = pair?;
     let Json(req) = body?;
-    let info = blocking(move || engine.set_copy_rate(&source, &target, req.copy_rate)).await?;
-    Ok(Json(info.into()))
+    on_pair(engine, pair, Some("copy rate set"), move |e, s, t| {
+        e.set_copy_rate(s, t, req.copy_rate)
+    })
+    .await
 }
 
 /// Incremental resync: a new T0, copying only the tracks changed on either volume (resyncflash -record -persist).
@@ -169,7 +168,7 @@ pub(super) async fn set_rate(
     request_body = Option<Resync>,
     responses(
         (status = 200, description = "resynced; out_of_sync_tracks is what will be copied again", body = Flash),
-        (status = 404, description = codes(&[C::VolumeNotFound, C::RelationshipNotFound]), body = ErrorBody),
+        PairNotFound,
         (status = 409, description = codes(&[C::NotRecording, C::RevertPending, C::HasDependents, C::RelationshipFailed]), body = ErrorBody),
         (status = 507, description = codes(&[C::NoSpace]), body = ErrorBody),
         EngineFailure,
@@ -199,7 +198,7 @@ pub(super) async fn resync(
     request_body = Option<Reverse>,
     responses(
         (status = 200, description = "the reversed relationship, {target}:{source}", body = Flash),
-        (status = 404, description = codes(&[C::VolumeNotFound, C::RelationshipNotFound]), body = ErrorBody),
+        PairNotFound,
         (status = 409, description = codes(&[C::CopyIncomplete, C::RevertPending, C::SourceIsTarget, C::SourceHasIncompleteCopy, C::HasDependents, C::RelationshipFailed]), body = ErrorBody),
         (status = 507, description = codes(&[C::NoSpace]), body = ErrorBody),
         EngineFailure,
@@ -222,7 +221,7 @@ pub(super) async fn reverse(
     request_body = TargetInhibit,
     responses(
         (status = 200, description = "changed; new NBD connections to the target see the new read-only flag", body = Flash),
-        (status = 404, description = codes(&[C::VolumeNotFound, C::RelationshipNotFound]), body = ErrorBody),
+        PairNotFound,
         EngineFailure,
     ))]
 pub(super) async fn set_target_inhibit(
@@ -230,9 +229,14 @@ pub(super) async fn set_target_inhibit(
     pair: Result<Path<Pair>, PathRejection>,
     body: Result<Json<TargetInhibit>, JsonRejection>,
 ) -> ApiResult<Json<Flash>> {
-    let Path(Pair { source, target }) = pair?;
     let Json(req) = body?;
-    let info = blocking(move || engine.set_target_inhibit(&source, &target, req.inhibit)).await?;
-    tracing::info!(source = %info.source, target = %info.target, inhibit = req.inhibit, "target write inhibit changed");
-    Ok(Json(info.into()))
+    let done = if req.inhibit {
+        "target write inhibit set"
+    } else {
+        "target write inhibit lifted"
+    };
+    on_pair(engine, pair, Some(done), move |e, s, t| {
+        e.set_target_inhibit(s, t, req.inhibit)
+    })
+    .await
 }

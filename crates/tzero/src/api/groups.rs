@@ -9,8 +9,8 @@ use axum::http::StatusCode;
 use axum::Json;
 use tzero_engine::{Engine, FlashInfo, FlashOptions, Refusal};
 
-use super::openapi::{codes, EngineFailure};
-use super::{blocking, ApiError, ApiResult, Pair, SeqnumQuery};
+use super::openapi::{codes, EngineFailure, PairNotFound};
+use super::{blocking, on_pair, ApiError, ApiResult, Pair, SeqnumQuery};
 use crate::api_types::{
     ErrorBody, ErrorCode as C, EstablishGroup, Flash, Freeze, Unfreeze, Volume,
 };
@@ -136,7 +136,7 @@ pub(super) async fn unfreeze(
     params(Pair),
     responses(
         (status = 200, description = "revertible set", body = Flash),
-        (status = 404, description = codes(&[C::VolumeNotFound, C::RelationshipNotFound]), body = ErrorBody),
+        PairNotFound,
         (status = 409, description = codes(&[C::NotRecording, C::RevertPending]), body = ErrorBody),
         EngineFailure,
     ))]
@@ -144,10 +144,13 @@ pub(super) async fn set_revertible(
     State(engine): State<Engine>,
     pair: Result<Path<Pair>, PathRejection>,
 ) -> ApiResult<Json<Flash>> {
-    let Path(Pair { source, target }) = pair?;
-    let info = blocking(move || engine.set_revertible(&source, &target)).await?;
-    tracing::info!(source = %info.source, target = %info.target, "FlashCopy made revertible");
-    Ok(Json(info.into()))
+    on_pair(
+        engine,
+        pair,
+        Some("FlashCopy made revertible"),
+        |e, s, t| e.set_revertible(s, t),
+    )
+    .await
 }
 
 /// Commit or revert of a revertible resync.
@@ -175,18 +178,12 @@ impl Settle {
     }
 }
 
-async fn settle_pair(engine: Engine, pair: Pair, what: Settle) -> ApiResult<Json<Flash>> {
-    let Pair { source, target } = pair;
-    let info = blocking(move || what.apply(&engine, &source, &target)).await?;
-    Ok(Json(info))
-}
-
 /// Commit a revertible resync (commitflash).
 #[utoipa::path(post, path = "/v1/flash/{source}/{target}/commit", tag = "groups", operation_id = "commit",
     params(Pair),
     responses(
         (status = 200, description = "committed", body = Flash),
-        (status = 404, description = codes(&[C::VolumeNotFound, C::RelationshipNotFound]), body = ErrorBody),
+        PairNotFound,
         (status = 409, description = codes(&[C::NotRevertible]), body = ErrorBody),
         EngineFailure,
     ))]
@@ -194,7 +191,8 @@ pub(super) async fn commit_pair(
     State(engine): State<Engine>,
     pair: Result<Path<Pair>, PathRejection>,
 ) -> ApiResult<Json<Flash>> {
-    settle_pair(engine, pair?.0, Settle::Commit).await
+    let done = Some("revertible FlashCopy committed");
+    on_pair(engine, pair, done, |e, s, t| e.commit_revertible(s, t)).await
 }
 
 /// Revert a revertible resync (revertflash): the target returns to its previous point in time.
@@ -202,7 +200,7 @@ pub(super) async fn commit_pair(
     params(Pair),
     responses(
         (status = 200, description = "reverted", body = Flash),
-        (status = 404, description = codes(&[C::VolumeNotFound, C::RelationshipNotFound]), body = ErrorBody),
+        PairNotFound,
         (status = 409, description = codes(&[C::NotRevertible, C::HasDependents, C::RelationshipFailed]), body = ErrorBody),
         (status = 507, description = codes(&[C::NoSpace]), body = ErrorBody),
         EngineFailure,
@@ -211,7 +209,8 @@ pub(super) async fn revert_pair(
     State(engine): State<Engine>,
     pair: Result<Path<Pair>, PathRejection>,
 ) -> ApiResult<Json<Flash>> {
-    settle_pair(engine, pair?.0, Settle::Revert).await
+    let done = Some("revertible FlashCopy reverted");
+    on_pair(engine, pair, done, |e, s, t| e.revert(s, t)).await
 }
 
 /// The engine's refusal for a relationship with no revertible resync to

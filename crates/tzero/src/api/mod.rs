@@ -17,19 +17,20 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::Router;
+use axum::{Json, Router};
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
-use tzero_engine::Engine;
+use tzero_engine::{Engine, FlashError, FlashInfo};
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::api_types::ErrorCode;
+use crate::api_types::{ErrorCode, Flash};
 
 mod errors;
 mod flash;
@@ -59,6 +60,25 @@ struct Pair {
     source: String,
     /// Target volume.
     target: String,
+}
+
+/// Runs `op` on the relationship the path names and answers with it; logs
+/// `done` (with the pair) when the operation changes something.
+async fn on_pair<F>(
+    engine: Engine,
+    pair: Result<Path<Pair>, PathRejection>,
+    done: Option<&'static str>,
+    op: F,
+) -> ApiResult<Json<Flash>>
+where
+    F: FnOnce(&Engine, &str, &str) -> Result<FlashInfo, FlashError> + Send + 'static,
+{
+    let Path(Pair { source, target }) = pair?;
+    let info = blocking(move || op(&engine, &source, &target)).await?;
+    if let Some(done) = done {
+        tracing::info!(source = %info.source, target = %info.target, "{done}");
+    }
+    Ok(Json(info.into()))
 }
 
 /// Query of `GET /v1/flash` and of the by-sequence-number commit and revert

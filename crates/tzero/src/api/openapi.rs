@@ -91,6 +91,17 @@ impl utoipa::IntoResponses for EngineFailure {
     }
 }
 
+/// A route naming a relationship `{source}/{target}` that does not exist:
+/// `responses(..., PairNotFound)`.
+pub(super) struct PairNotFound;
+
+impl utoipa::IntoResponses for PairNotFound {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        let missing = [ErrorCode::VolumeNotFound, ErrorCode::RelationshipNotFound];
+        BTreeMap::from([("404".to_owned(), error_response(codes(&missing)).into())])
+    }
+}
+
 /// Adds `code` to the error response `status` of `op`, creating it if needed.
 fn add_error(op: &mut Value, status: u16, code: ErrorCode) {
     let response = &mut op["responses"][status.to_string()];
