@@ -1,16 +1,18 @@
 //! The daemon's HTTP API: axum routes under `/v1`, JSON in and out, one
-//! module per resource ([`volumes`], [`pools`], [`flash`], [`groups`]).
+//! module per resource (`volumes`, `pools`, `flash`, `groups`), the error
+//! mapping in `errors` and the generated document in `openapi`.
 //!
 //! Invariants kept here:
 //! - every engine call is blocking disk I/O and runs on tokio's blocking pool
-//!   ([`blocking`]), never on a reactor thread;
+//!   (`blocking`), never on a reactor thread;
 //! - every failure, including axum's own rejections of bad bodies, unknown
 //!   routes and bad tokens, leaves as the one JSON shape
 //!   `{"error": {"code", "message"}}` with a stable code; the engine-error →
-//!   status/code mapping lives in [`errors`] only, and the API checks no
-//!   FlashCopy rule itself: the engine refuses, atomically;
+//!   status/code mapping lives in `errors` only, and the API checks no
+//!   FlashCopy rule itself: the engine refuses, atomically (the one exception
+//!   is commit/revert by sequence number, see `groups::check_pending`);
 //! - routes and their OpenAPI description come from one `routes!` list
-//!   ([`api_router`]), so the document cannot miss a route;
+//!   (`api_router`), so the document cannot miss a route;
 //! - the TCP router demands the bearer token; the unix-socket router does
 //!   not, because reaching the socket already needs file-system access to the
 //!   data directory.
