@@ -4,14 +4,21 @@
 //! change inside the engine cannot silently change the wire format: the
 //! conversions below are the only coupling, and a renamed engine field breaks
 //! the build here rather than a client in the field.
+//!
+//! Every type derives `ToSchema`: the OpenAPI document (`/v1/openapi.json`)
+//! is generated from these definitions, so it cannot drift from the wire.
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 /// Version prefix of every route.
 pub const API_PREFIX: &str = "/v1";
 
 /// A volume (`GET /v1/volumes`, `GET /v1/volumes/{name}`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// The daemon sends every field (the schema requires them all); `default`
+/// lets the client read an older daemon's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Volume {
     pub name: String,
     pub capacity_bytes: u64,
@@ -22,34 +29,41 @@ pub struct Volume {
     pub created_ms: u64,
     /// Targets of the relationships this volume is the source of.
     #[serde(default)]
+    #[schema(required = true)]
     pub source_of: Vec<String>,
     /// Source of the relationship this volume is the target of.
     #[serde(default)]
+    #[schema(required = true)]
     pub target_of: Option<String>,
     /// Set when the volume was the target of a relationship withdrawn or
     /// failed before its copy completed: its contents are a mix of T0 and
     /// earlier data.
     #[serde(default)]
+    #[schema(required = true)]
     pub contents_undefined: bool,
     /// Extent pool the volume is allocated from; none for a sparse volume.
     #[serde(default)]
+    #[schema(required = true)]
     pub pool: Option<String>,
     /// How the volume takes space: `sparse` (a file outside any pool),
     /// `standard` (fully allocated in its pool) or `thin` (space-efficient,
     /// DSCLI `-sam ese`: pool space per track written or copied).
     #[serde(default)]
+    #[schema(required = true)]
     pub provisioning: Provisioning,
     /// Host writes are held by a freeze (`mkflash --freeze`, `freezeflash`).
     #[serde(default)]
+    #[schema(required = true)]
     pub frozen: bool,
     /// Hosts may not write: the target of a relationship with target write
     /// inhibit (exported read-only over NBD).
     #[serde(default)]
+    #[schema(required = true)]
     pub write_inhibited: bool,
 }
 
 /// Storage allocation method of a volume.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Provisioning {
     /// A sparse file outside any pool.
@@ -102,7 +116,7 @@ impl From<tzero_engine::VolumeInfo> for Volume {
 }
 
 /// `POST /v1/volumes`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateVolume {
     pub name: String,
@@ -121,7 +135,7 @@ pub struct CreateVolume {
 }
 
 /// An extent pool (`GET /v1/pools`, `GET /v1/pools/{name}`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Pool {
     pub name: String,
     pub capacity_bytes: u64,
@@ -148,7 +162,7 @@ impl From<tzero_engine::PoolInfo> for Pool {
 }
 
 /// `POST /v1/pools` (DSCLI `mkextpool`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreatePool {
     pub name: String,
@@ -156,7 +170,7 @@ pub struct CreatePool {
 }
 
 /// State of a FlashCopy relationship.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum FlashState {
     /// Background copy in progress.
@@ -193,7 +207,7 @@ impl FlashState {
 }
 
 /// A FlashCopy relationship (`GET /v1/flash`, `GET /v1/flash/{source}/{target}`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Flash {
     pub id: u64,
     pub source: String,
@@ -212,30 +226,38 @@ pub struct Flash {
     /// Last time the bitmaps were made durable, ms since the Unix epoch.
     pub synced_ms: u64,
     #[serde(default)]
+    #[schema(required = true)]
     pub failure: Option<String>,
     /// Change recording (incremental FlashCopy, DSCLI `-record`).
     #[serde(default)]
+    #[schema(required = true)]
     pub recording: bool,
     /// Tracks changed on either volume since T0: what a resync copies
     /// again. 0 when the relationship does not record changes.
     #[serde(default)]
+    #[schema(required = true)]
     pub changed_tracks: u64,
     /// `rmflash --cp` is waiting for the background copy to complete.
     #[serde(default)]
+    #[schema(required = true)]
     pub withdraw_pending: bool,
     /// Hosts may not write the target (DSCLI `-tgtinhibit`).
     #[serde(default)]
+    #[schema(required = true)]
     pub target_write_inhibit: bool,
     /// Sequence number given at establish (DSCLI `-seqnum`), 0 if none.
     #[serde(default)]
+    #[schema(required = true)]
     pub seqnum: u32,
     /// `setflashrevertible` was done: the next resync keeps the previous
     /// point in time restorable.
     #[serde(default)]
+    #[schema(required = true)]
     pub revertible: bool,
     /// A revertible resync happened: `commit` keeps it, `revert` rolls the
     /// target back to the previous point in time.
     #[serde(default)]
+    #[schema(required = true)]
     pub revert_pending: bool,
 }
 
@@ -267,13 +289,14 @@ impl From<tzero_engine::FlashInfo> for Flash {
 }
 
 /// `POST /v1/flash`: establish a relationship (DSCLI `mkflash`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Establish {
     pub source: String,
     pub target: String,
     /// Copy every track in the background (DSCLI default); false is `-nocp`.
     #[serde(default = "default_true")]
+    #[schema(default = true)]
     pub background_copy: bool,
     /// Keep the relationship after the copy completes (`-persist`).
     #[serde(default)]
@@ -296,7 +319,7 @@ pub struct Establish {
 }
 
 /// A `{source, target}` pair of a consistency group.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FlashPair {
     pub source: String,
@@ -311,11 +334,13 @@ pub const DEFAULT_FREEZE_TIMEOUT_SECS: u64 = 120;
 /// to the sources are then held (queued, never failed; reads go on) until
 /// `POST /v1/unfreeze` or `freeze_timeout_secs`, when they resume by
 /// themselves.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EstablishGroup {
+    #[schema(min_items = 1)]
     pub pairs: Vec<FlashPair>,
     #[serde(default = "default_true")]
+    #[schema(default = true)]
     pub background_copy: bool,
     #[serde(default)]
     pub persistent: bool,
@@ -330,6 +355,7 @@ pub struct EstablishGroup {
     #[serde(default)]
     pub freeze: bool,
     #[serde(default = "default_freeze_timeout")]
+    #[schema(default = 120)]
     pub freeze_timeout_secs: u64,
 }
 
@@ -338,23 +364,27 @@ fn default_freeze_timeout() -> u64 {
 }
 
 /// `POST /v1/freeze`: hold host writes to sources (`freezeflash`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Freeze {
+    /// Sources of FlashCopy relationships.
+    #[schema(min_items = 1)]
     pub volumes: Vec<String>,
     #[serde(default = "default_freeze_timeout")]
+    #[schema(default = 120)]
     pub timeout_secs: u64,
 }
 
 /// `POST /v1/unfreeze`: release held writes (`unfreezeflash`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Unfreeze {
+    #[schema(min_items = 1)]
     pub volumes: Vec<String>,
 }
 
 /// `PUT /v1/flash/{source}/{target}/target-inhibit`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TargetInhibit {
     pub inhibit: bool,
@@ -364,14 +394,16 @@ pub struct TargetInhibit {
 /// relationship, copying only the tracks changed since the last one
 /// (DSCLI `resyncflash -record -persist`). Every field has a default, and
 /// the body may be left out.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Resync {
     /// Keep recording changes after the resync (false ends recording).
     #[serde(default = "default_true")]
+    #[schema(default = true)]
     pub recording: bool,
     /// Keep the relationship after the copy completes.
     #[serde(default = "default_true")]
+    #[schema(default = true)]
     pub persistent: bool,
     /// True turns the background copy on; absent or false keeps the
     /// relationship's own setting.
@@ -392,7 +424,7 @@ impl Default for Resync {
 /// `POST /v1/flash/{source}/{target}/reverse`: restore the source from the
 /// target's point-in-time data (DSCLI `reverseflash`); the relationship is
 /// then `{target}:{source}`. The body may be left out.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Reverse {
     /// Fast reverse restore: allowed before the background copy completes;
@@ -406,7 +438,7 @@ fn default_true() -> bool {
 }
 
 /// `PUT /v1/flash/{source}/{target}/rate`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetRate {
     /// Bytes per second, 0 = unlimited.
@@ -414,15 +446,99 @@ pub struct SetRate {
 }
 
 /// Body of every error response.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ErrorBody {
     pub error: ErrorDetail,
 }
 
 /// A stable, machine-readable `code` (snake_case, never reworded) and a
 /// message for people (may change between versions).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ErrorDetail {
+    /// Kept a string on the wire, so that a client survives a code added
+    /// later; the document lists the codes of this version.
+    #[schema(value_type = ErrorCode)]
     pub code: String,
     pub message: String,
+}
+
+/// Declares [`ErrorCode`] and its list from one table, so the list cannot
+/// miss a code.
+macro_rules! error_codes {
+    ($($variant:ident = $code:tt,)*) => {
+        /// Every stable error code of this API version (`error.code`).
+        /// Codes are never reworded; new ones may be added.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+        pub enum ErrorCode {
+            $(#[serde(rename = $code)] $variant,)*
+        }
+
+        impl ErrorCode {
+            /// Every code, in declaration order.
+            pub const ALL: &'static [ErrorCode] = &[$(ErrorCode::$variant),*];
+
+            /// The code as it appears on the wire.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(ErrorCode::$variant => $code,)*
+                }
+            }
+        }
+    };
+}
+
+error_codes! {
+    // volumes and pools
+    VolumeNotFound = "volume_not_found",
+    VolumeExists = "volume_exists",
+    InvalidName = "invalid_name",
+    InvalidCapacity = "invalid_capacity",
+    CapacityTooLargeForFs = "capacity_too_large_for_fs",
+    InvalidTrackSize = "invalid_track_size",
+    VolumeInUse = "volume_in_use",
+    PoolNotFound = "pool_not_found",
+    PoolExists = "pool_exists",
+    PoolInUse = "pool_in_use",
+    PoolTooSmall = "pool_too_small",
+    NeedsPool = "needs_pool",
+    // FlashCopy relationships and the rules they may break
+    RelationshipNotFound = "relationship_not_found",
+    NoPairs = "no_pairs",
+    SameVolume = "same_volume",
+    VolumeMismatch = "volume_mismatch",
+    TargetHasSource = "target_has_source",
+    TooManyTargets = "too_many_targets",
+    TargetNamedTwice = "target_named_twice",
+    SourceAndTargetInGroup = "source_and_target_in_group",
+    Cycle = "cycle",
+    HasDependents = "has_dependents",
+    NotASource = "not_a_source",
+    NotFrozen = "not_frozen",
+    NotRecording = "not_recording",
+    RevertPending = "revert_pending",
+    NotRevertible = "not_revertible",
+    CopyIncomplete = "copy_incomplete",
+    SourceIsTarget = "source_is_target",
+    SourceHasIncompleteCopy = "source_has_incomplete_copy",
+    AlreadyCopy = "already_copy",
+    RelationshipFailed = "relationship_failed",
+    // host I/O done on a request's behalf
+    OutOfRange = "out_of_range",
+    WriteInhibited = "write_inhibited",
+    NoSpace = "no_space",
+    // the daemon
+    StorageError = "storage_error",
+    CatalogError = "catalog_error",
+    EnginePoisoned = "engine_poisoned",
+    ShuttingDown = "shutting_down",
+    InternalError = "internal_error",
+    // the request itself
+    MalformedJson = "malformed_json",
+    UnsupportedMediaType = "unsupported_media_type",
+    InvalidBody = "invalid_body",
+    InvalidPath = "invalid_path",
+    InvalidQuery = "invalid_query",
+    Unauthorized = "unauthorized",
+    RouteNotFound = "route_not_found",
+    MethodNotAllowed = "method_not_allowed",
 }

@@ -7,9 +7,6 @@
 //! server ([`nbd_export`]) together. Nothing here knows how FlashCopy works:
 //! that lives in `tzero_engine`.
 
-// `api::openapi_document` is one large `serde_json::json!` literal.
-#![recursion_limit = "512"]
-
 pub mod api;
 pub mod api_types;
 pub mod cli;

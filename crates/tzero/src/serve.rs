@@ -261,9 +261,8 @@ pub fn load_or_create_token(path: &Path) -> anyhow::Result<Arc<str>> {
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let mut bytes = [0u8; 32];
-            File::open("/dev/urandom")
-                .and_then(|mut f| f.read_exact(&mut bytes))
-                .context("cannot read /dev/urandom for the API token")?;
+            getrandom::fill(&mut bytes)
+                .map_err(|e| anyhow::anyhow!("no randomness for the API token: {e}"))?;
             let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
             let mut file = OpenOptions::new()
                 .write(true)

@@ -208,7 +208,7 @@ fn api_over_tcp() {
 }
 
 /// The issue-4 routes: establish with recording, resync, reverse,
-/// withdraw after copy, and refusals as 409 `flash_refused`.
+/// withdraw after copy, and refusals as 409 with the rule's own code.
 #[test]
 fn api_resync_reverse_and_withdraw_after_copy() {
     let env = Env::new();
@@ -243,14 +243,14 @@ fn api_resync_reverse_and_withdraw_after_copy() {
         "{f}"
     );
     let r = call(Method::POST, "/v1/flash/s/u/resync", None);
-    assert_eq!((r.status, error_code(&r).as_str()), (409, "flash_refused"));
-    // A cycle is refused the same way.
+    assert_eq!((r.status, error_code(&r).as_str()), (409, "not_recording"));
+    // A cycle is refused with its own code.
     let r = call(
         Method::POST,
         "/v1/flash",
         Some(r#"{"source":"u","target":"s","background_copy":false}"#),
     );
-    assert_eq!((r.status, error_code(&r).as_str()), (409, "flash_refused"));
+    assert_eq!((r.status, error_code(&r).as_str()), (409, "cycle"));
     assert!(json(&r)["error"]["message"]
         .as_str()
         .is_some_and(|m| m.contains("cycle")));
@@ -279,7 +279,10 @@ fn api_resync_reverse_and_withdraw_after_copy() {
     assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(json(&r)["recording"], true);
     let r = call(Method::POST, "/v1/flash/s/t/reverse", Some("{}"));
-    assert_eq!((r.status, error_code(&r).as_str()), (409, "flash_refused"));
+    assert_eq!(
+        (r.status, error_code(&r).as_str()),
+        (409, "copy_incomplete")
+    );
     let r = call(Method::POST, "/v1/flash/s/t/reverse", Some(r#"{"fast":1}"#));
     assert_eq!(r.status, 422);
     let r = call(Method::POST, "/v1/flash/s/t/resync", None);
@@ -326,10 +329,10 @@ fn api_resync_reverse_and_withdraw_after_copy() {
         );
     }
     assert!(doc["paths"]["/v1/flash/{source}/{target}"]["delete"]["responses"]["202"].is_object());
-    let codes = doc["components"]["schemas"]["Error"]["properties"]["error"]["properties"]["code"]
-        ["enum"]
-        .to_string();
-    assert!(codes.contains("flash_refused"), "{codes}");
+    let codes = doc["components"]["schemas"]["ErrorCode"]["enum"].to_string();
+    for code in ["not_recording", "cycle", "copy_incomplete"] {
+        assert!(codes.contains(code), "{codes}");
+    }
     let flash = doc["components"]["schemas"]["Flash"]["required"].to_string();
     for field in ["recording", "changed_tracks", "withdraw_pending"] {
         assert!(flash.contains(field), "{flash}");

@@ -739,14 +739,14 @@ fn refusals_are_one_line_and_change_nothing() {
             "/v1/flash/group",
             r#"{"pairs":[]}"#,
             400,
-            "invalid_body",
+            "no_pairs",
         ),
         (
             Method::POST,
             "/v1/flash/group",
             r#"{"pairs":[{"source":"s","target":"x"},{"source":"x","target":"t"}]}"#,
             409,
-            "flash_refused",
+            "source_and_target_in_group",
         ),
     ] {
         let (got_status, got_code) = call(method.clone(), path, body);

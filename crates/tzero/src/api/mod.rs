@@ -1,0 +1,189 @@
+//! The daemon's HTTP API: axum routes under `/v1`, JSON in and out, one
+//! module per resource (`volumes`, `pools`, `flash`, `groups`), the error
+//! mapping in `errors` and the generated document in `openapi`.
+//!
+//! Invariants kept here:
+//! - every engine call is blocking disk I/O and runs on tokio's blocking pool
+//!   (`blocking`), never on a reactor thread;
+//! - every failure, including axum's own rejections of bad bodies, unknown
+//!   routes and bad tokens, leaves as the one JSON shape
+//!   `{"error": {"code", "message"}}` with a stable code; the engine-error →
+//!   status/code mapping lives in `errors` only, and the API checks no
+//!   FlashCopy rule itself: the engine refuses, atomically (the one exception
+//!   is commit/revert by sequence number, see `groups::check_pending`);
+//! - routes and their OpenAPI description come from one `routes!` list
+//!   (`api_router`), so the document cannot miss a route;
+//! - the TCP router demands the bearer token; the unix-socket router does
+//!   not, because reaching the socket already needs file-system access to the
+//!   data directory.
+
+use std::sync::Arc;
+
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::{Json, Router};
+use serde::Deserialize;
+use subtle::ConstantTimeEq;
+use tzero_engine::{Engine, FlashError, FlashInfo};
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::api_types::{ErrorCode, Flash};
+
+mod errors;
+mod flash;
+mod groups;
+mod openapi;
+mod pools;
+mod volumes;
+
+pub use errors::{error_chain, flash_error, io_error, refusal_code, volume_error, ApiError};
+pub use openapi::openapi_document;
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// The `{name}` of a volume or pool route.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+struct Name {
+    /// Volume or pool name.
+    name: String,
+}
+
+/// The `{source}/{target}` of a relationship route.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+struct Pair {
+    /// Source volume.
+    source: String,
+    /// Target volume.
+    target: String,
+}
+
+/// Runs `op` on the relationship the path names and answers with it; logs
+/// `done` (with the pair) when the operation changes something.
+async fn on_pair<F>(
+    engine: Engine,
+    pair: Result<Path<Pair>, PathRejection>,
+    done: Option<&'static str>,
+    op: F,
+) -> ApiResult<Json<Flash>>
+where
+    F: FnOnce(&Engine, &str, &str) -> Result<FlashInfo, FlashError> + Send + 'static,
+{
+    let Path(Pair { source, target }) = pair?;
+    let info = blocking(move || op(&engine, &source, &target)).await?;
+    if let Some(done) = done {
+        tracing::info!(source = %info.source, target = %info.target, "{done}");
+    }
+    Ok(Json(info.into()))
+}
+
+/// Query of `GET /v1/flash` and of the by-sequence-number commit and revert
+/// (which need it).
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+struct SeqnumQuery {
+    /// Only relationships established with this sequence number.
+    seqnum: Option<u32>,
+}
+
+/// Every route with its OpenAPI operation, from one list.
+fn api_router() -> OpenApiRouter<Engine> {
+    OpenApiRouter::with_openapi(openapi::base())
+        .routes(routes!(volumes::list, volumes::create))
+        .routes(routes!(volumes::get, volumes::delete))
+        .routes(routes!(pools::list, pools::create))
+        .routes(routes!(pools::get, pools::delete))
+        .routes(routes!(flash::list, flash::establish))
+        .routes(routes!(flash::get, flash::withdraw))
+        .routes(routes!(flash::start_copy))
+        .routes(routes!(flash::set_rate))
+        .routes(routes!(flash::resync))
+        .routes(routes!(flash::reverse))
+        .routes(routes!(flash::set_target_inhibit))
+        .routes(routes!(groups::establish))
+        .routes(routes!(groups::freeze))
+        .routes(routes!(groups::unfreeze))
+        .routes(routes!(groups::set_revertible))
+        .routes(routes!(groups::commit_pair))
+        .routes(routes!(groups::revert_pair))
+        .routes(routes!(groups::commit_by_seqnum))
+        .routes(routes!(groups::revert_by_seqnum))
+        .routes(routes!(openapi::serve))
+}
+
+/// The API without authentication, for the unix socket.
+pub fn router(engine: Engine) -> Router {
+    let (routes, _) = api_router().split_for_parts();
+    routes
+        .fallback(route_not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(engine)
+}
+
+/// The API behind `Authorization: Bearer <token>`, for TCP.
+pub fn router_with_token(engine: Engine, token: Arc<str>) -> Router {
+    router(engine).layer(middleware::from_fn_with_state(token, require_token))
+}
+
+/// Runs a blocking engine call on the blocking pool.
+async fn blocking<T, E>(f: impl FnOnce() -> Result<T, E> + Send + 'static) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    E: Into<ApiError> + Send + 'static,
+{
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r.map_err(Into::into),
+        Err(join) => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::InternalError,
+            format!("engine task failed: {join}"),
+        )),
+    }
+}
+
+async fn require_token(State(token): State<Arc<str>>, req: Request, next: Next) -> Response {
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let message = match given {
+        // Constant time, so the token cannot be guessed byte by byte from
+        // response times (a length mismatch is refused at once: the length is
+        // no secret).
+        Some(t) if bool::from(t.as_bytes().ct_eq(token.as_bytes())) => return next.run(req).await,
+        Some(_) => "wrong API token (the daemon's token is in DATA_DIR/api-token)",
+        None => {
+            "missing 'Authorization: Bearer <token>' header (the token is in DATA_DIR/api-token)"
+        }
+    };
+    ApiError::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, message).into_response()
+}
+
+async fn route_not_found(req: Request) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        ErrorCode::RouteNotFound,
+        format!("no route {} {}", req.method(), req.uri().path()),
+    )
+}
+
+async fn method_not_allowed(req: Request) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        ErrorCode::MethodNotAllowed,
+        format!(
+            "method {} is not allowed on {}",
+            req.method(),
+            req.uri().path()
+        ),
+    )
+}
