@@ -81,6 +81,8 @@ pub enum FlashError {
     VolumeNotFound(String),
     #[error("no FlashCopy relationship {0}:{1}")]
     NotFound(String, String),
+    #[error("no FlashCopy relationship has sequence number {0}")]
+    SeqnumNotFound(u32),
     /// The operation breaks a rule of FlashCopy; nothing was changed.
     #[error(transparent)]
     Refused(#[from] Refusal),

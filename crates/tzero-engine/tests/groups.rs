@@ -224,3 +224,49 @@ fn pools_account_standard_and_thin_volumes() {
     assert_eq!(e.pool("p").unwrap().used_bytes, 0);
     e.delete_pool("p").unwrap();
 }
+
+#[test]
+fn settling_by_sequence_number_is_all_or_none() {
+    let e = engine();
+    for v in ["s", "t1", "t2"] {
+        e.create_volume(v, CAP, TRACK).unwrap();
+    }
+    let opts = FlashOptions {
+        background_copy: true,
+        persistent: true,
+        recording: true,
+        seqnum: 7,
+        ..FlashOptions::default()
+    };
+    e.establish("s", "t1", opts).unwrap();
+    e.establish("s", "t2", opts).unwrap();
+    while e.copy_step(64).unwrap() > 0 {}
+    // Only t1 gets a revertible resync: settling seqnum 7 must refuse and change neither.
+    e.set_revertible("s", "t1").unwrap();
+    e.handle("s").unwrap().write(0, &[5u8; 512], false).unwrap();
+    e.resync("s", "t1", opts).unwrap();
+    let refused = e.settle_seqnum(7, true);
+    assert!(
+        matches!(
+            refused,
+            Err(tzero_engine::FlashError::Refused(
+                tzero_engine::Refusal::NotRevertible { .. }
+            ))
+        ),
+        "{refused:?}"
+    );
+    assert!(
+        e.relationship("s", "t1").unwrap().revert_pending,
+        "t1 unchanged"
+    );
+    assert!(matches!(
+        e.settle_seqnum(8, true),
+        Err(tzero_engine::FlashError::SeqnumNotFound(8))
+    ));
+    // With both pending, both settle.
+    e.set_revertible("s", "t2").unwrap();
+    e.resync("s", "t2", opts).unwrap();
+    let settled = e.settle_seqnum(7, false).unwrap();
+    assert_eq!(settled.len(), 2);
+    assert!(settled.iter().all(|f| !f.revert_pending));
+}

@@ -188,9 +188,53 @@ impl Engine {
 
     /// `commitflash`: makes the point in time of a revertible resync permanent.
     pub fn commit_revertible(&self, source: &str, target: &str) -> Result<FlashInfo, FlashError> {
+        self.inner.guard()?;
+        let _admin = self.inner.admin.lock();
+        self.commit_locked(source, target)
+    }
+
+    /// `commitflash -seqnum` / `revertflash -seqnum`: settles every relationship with the
+    /// sequence number, all or none: each must have a revertible resync pending (and, to
+    /// revert, be free of failures and dependents), checked under `admin` before any changes.
+    pub fn settle_seqnum(&self, seqnum: u32, commit: bool) -> Result<Vec<FlashInfo>, FlashError> {
         let inner = &self.inner;
         inner.guard()?;
         let _admin = inner.admin.lock();
+        let pairs: Vec<(String, String)> = inner
+            .topology
+            .read()
+            .rels()
+            .filter(|r| r.record.lock().seqnum == seqnum)
+            .map(|r| (r.source_name.clone(), r.target_name.clone()))
+            .collect();
+        if pairs.is_empty() {
+            return Err(FlashError::SeqnumNotFound(seqnum));
+        }
+        let action = if commit { "commit" } else { "revert" };
+        for (source, target) in &pairs {
+            let (rel, _) = self.pending_revert(source, target, action)?;
+            if !commit {
+                check_not_failed(&rel)?;
+                let topology = inner.topology.read();
+                let tgt_vol = topology.volume(rel.target);
+                check_no_dependents(&topology, tgt_vol, &format!("revert {target}"))?;
+            }
+        }
+        pairs
+            .iter()
+            .map(|(s, t)| {
+                if commit {
+                    self.commit_locked(s, t)
+                } else {
+                    self.revert_locked(s, t)
+                }
+            })
+            .collect()
+    }
+
+    /// `commitflash` of one pair; the caller holds `admin`.
+    fn commit_locked(&self, source: &str, target: &str) -> Result<FlashInfo, FlashError> {
+        let inner = &self.inner;
         let (rel, mut record) = self.pending_revert(source, target, "commit")?;
         record.revert_pending = false;
         rel.revert_set.clear_all();
@@ -209,9 +253,14 @@ impl Engine {
 
     /// `revertflash`: rolls the target back to the point in time before the revertible resync.
     pub fn revert(&self, source: &str, target: &str) -> Result<FlashInfo, FlashError> {
+        self.inner.guard()?;
+        let _admin = self.inner.admin.lock();
+        self.revert_locked(source, target)
+    }
+
+    /// `revertflash` of one pair; the caller holds `admin`.
+    fn revert_locked(&self, source: &str, target: &str) -> Result<FlashInfo, FlashError> {
         let inner = &self.inner;
-        inner.guard()?;
-        let _admin = inner.admin.lock();
         let (rel, mut record) = self.pending_revert(source, target, "revert")?;
         let topology = inner.topology.write();
         let (src_vol, tgt_vol) = (

@@ -130,7 +130,9 @@ pub fn flash_error(e: &FlashError) -> (StatusCode, ErrorCode) {
     use ErrorCode as C;
     match e {
         FlashError::VolumeNotFound(_) => (StatusCode::NOT_FOUND, C::VolumeNotFound),
-        FlashError::NotFound(..) => (StatusCode::NOT_FOUND, C::RelationshipNotFound),
+        FlashError::NotFound(..) | FlashError::SeqnumNotFound(_) => {
+            (StatusCode::NOT_FOUND, C::RelationshipNotFound)
+        }
         FlashError::Refused(r) => refusal_code(r),
         FlashError::Storage(source) => storage_error(source),
         FlashError::Io(e) => io_error(e),

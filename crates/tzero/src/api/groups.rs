@@ -7,7 +7,7 @@ use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
-use tzero_engine::{Engine, FlashInfo, FlashOptions, Refusal};
+use tzero_engine::{Engine, FlashOptions};
 
 use super::openapi::{codes, EngineFailure, PairNotFound};
 use super::{blocking, on_pair, ApiError, ApiResult, Pair, SeqnumQuery};
@@ -161,15 +161,6 @@ enum Settle {
 }
 
 impl Settle {
-    fn apply(self, engine: &Engine, source: &str, target: &str) -> ApiResult<Flash> {
-        let info = match self {
-            Settle::Commit => engine.commit_revertible(source, target)?,
-            Settle::Revert => engine.revert(source, target)?,
-        };
-        tracing::info!(source, target, action = ?self, "revertible FlashCopy settled");
-        Ok(info.into())
-    }
-
     fn verb(self) -> &'static str {
         match self {
             Settle::Commit => "commit",
@@ -213,22 +204,6 @@ pub(super) async fn revert_pair(
     on_pair(engine, pair, done, |e, s, t| e.revert(s, t)).await
 }
 
-/// The engine's refusal for a relationship with no revertible resync to
-/// settle. The engine settles one pair at a time; checking every pair of a
-/// sequence number first is what lets the by-seqnum routes change all of
-/// them or none.
-fn check_pending(f: &FlashInfo, what: Settle) -> Result<(), Refusal> {
-    if f.revert_pending {
-        return Ok(());
-    }
-    Err(Refusal::NotRevertible {
-        src: f.source.clone(),
-        tgt: f.target.clone(),
-        action: what.verb(),
-        made_revertible: f.revertible,
-    })
-}
-
 /// Commits or reverts every relationship with a sequence number; all of
 /// them must be revertible, or none is touched.
 async fn settle_seqnum(
@@ -248,25 +223,11 @@ async fn settle_seqnum(
             ),
         ));
     };
+    // The engine checks every pair before it changes any: all or none.
     let done = blocking(move || {
-        let rels: Vec<_> = engine
-            .relationships()
-            .into_iter()
-            .filter(|f| f.seqnum == seqnum)
-            .collect();
-        if rels.is_empty() {
-            return Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                C::RelationshipNotFound,
-                format!("no FlashCopy relationship has sequence number {seqnum}"),
-            ));
-        }
-        for f in &rels {
-            check_pending(f, what)?;
-        }
-        rels.iter()
-            .map(|f| what.apply(&engine, &f.source, &f.target))
-            .collect::<ApiResult<Vec<_>>>()
+        let infos = engine.settle_seqnum(seqnum, matches!(what, Settle::Commit))?;
+        tracing::info!(seqnum, action = what.verb(), "revertible FlashCopy settled");
+        Ok::<_, ApiError>(infos.into_iter().map(Flash::from).collect::<Vec<_>>())
     })
     .await?;
     Ok(Json(done))

@@ -9,8 +9,8 @@
 //!   routes and bad tokens, leaves as the one JSON shape
 //!   `{"error": {"code", "message"}}` with a stable code; the engine-error →
 //!   status/code mapping lives in `errors` only, and the API checks no
-//!   FlashCopy rule itself: the engine refuses, atomically (the one exception
-//!   is commit/revert by sequence number, see `groups::check_pending`);
+//!   FlashCopy rule itself: the engine refuses, atomically (commit/revert by
+//!   sequence number included: `Engine::settle_seqnum` checks every pair first);
 //! - routes and their OpenAPI description come from one `routes!` list
 //!   (`api_router`), so the document cannot miss a route;
 //! - the TCP router demands the bearer token; the unix-socket router does
