@@ -4,6 +4,7 @@
 
 use crate::copy::copy_to_target;
 use crate::engine::Inner;
+use crate::graph::VolId;
 use crate::relationship::Rel;
 use crate::topology::Topology;
 use crate::volume::Volume;
@@ -21,26 +22,16 @@ impl Inner {
         track: u64,
         touched: &mut Vec<Arc<Rel>>,
     ) {
-        let g = source.geometry;
-        let (start, end) = (
-            g.track_start(track),
-            g.track_start(track) + g.track_len(track),
-        );
         while let Some(rel) = topology.needs_copy(source.id, track, false) {
-            let copied = topology
-                .view_file(source.id, track)
-                .map_err(|failed| format!("its source's view is lost: {failed} failed"))
-                .and_then(|view| {
-                    copy_to_target(&**view, topology.volume(rel.target), start, end)
-                        .map_err(|e| format!("copy-on-write to target failed: {e}"))
-                });
+            let copied = copy_view(topology, source.id, rel, track).map_err(|e| match e {
+                Lost::View(failed) => format!("its source's view is lost: {failed} failed"),
+                Lost::Copy(e) => format!("copy-on-write to target failed: {e}"),
+            });
             if let Err(reason) = copied {
                 // The relationship is no longer live: the loop moves on to the next target.
                 self.fail_rel(rel, &reason);
                 continue;
             }
-            rel.bitmap.set(track);
-            rel.mark_unpersisted([track]);
             if topology.older_reader(rel, track) {
                 rel.shared.set(track);
             }
@@ -62,27 +53,17 @@ impl Inner {
         if !holder.shared.get(track) {
             return;
         }
-        let g = holder.geometry;
-        let (start, end) = (
-            g.track_start(track),
-            g.track_start(track) + g.track_len(track),
-        );
         while let Some(rel) = topology.push_down_target(holder, track) {
             if !rel.bitmap.get(track) {
                 // Its view of the track is the holder's file (or an error if the holder failed).
-                let copied = topology
-                    .view_file(rel.target, track)
-                    .map_err(|failed| format!("the T0 data it shared with {failed} is lost"))
-                    .and_then(|view| {
-                        copy_to_target(&**view, topology.volume(rel.target), start, end)
-                            .map_err(|e| format!("taking over a shared track failed: {e}"))
-                    });
+                let copied = copy_view(topology, rel.target, rel, track).map_err(|e| match e {
+                    Lost::View(failed) => format!("the T0 data it shared with {failed} is lost"),
+                    Lost::Copy(e) => format!("taking over a shared track failed: {e}"),
+                });
                 if let Err(reason) = copied {
                     self.fail_rel(rel, &reason);
                     continue;
                 }
-                rel.bitmap.set(track);
-                rel.mark_unpersisted([track]);
             }
             // Its copy may be the one older targets read from now.
             rel.shared.set(track);
@@ -123,8 +104,6 @@ impl Inner {
         topology: &Topology,
         rel: &Arc<Rel>,
     ) -> Result<(), crate::error::FlashError> {
-        let g = rel.geometry;
-        let target = topology.volume(rel.target);
         let mut pulled = false;
         for holder in topology.newer_siblings(rel) {
             let mut track = 0;
@@ -133,18 +112,16 @@ impl Inner {
                 if rel.bitmap.get(t) {
                     continue;
                 }
-                let view = topology.view_file(rel.target, t).map_err(|failed| {
-                    crate::error::Refusal::Failed {
-                        src: rel.source_name.clone(),
-                        tgt: rel.target_name.clone(),
-                        reason: format!("its T0 data held by {failed} is lost"),
+                copy_view(topology, rel.target, rel, t).map_err(|e| match e {
+                    Lost::View(failed) => {
+                        crate::error::FlashError::from(crate::error::Refusal::Failed {
+                            src: rel.source_name.clone(),
+                            tgt: rel.target_name.clone(),
+                            reason: format!("its T0 data held by {failed} is lost"),
+                        })
                     }
+                    Lost::Copy(e) => crate::error::FlashError::Storage(e),
                 })?;
-                let (start, end) = (g.track_start(t), g.track_start(t) + g.track_len(t));
-                copy_to_target(&**view, target, start, end)
-                    .map_err(crate::error::FlashError::Storage)?;
-                rel.bitmap.set(t);
-                rel.mark_unpersisted([t]);
                 pulled = true;
             }
         }
@@ -153,4 +130,25 @@ impl Inner {
         }
         Ok(())
     }
+}
+
+/// Why a track could not be copied: the view it is copied from is gone (a failed volume's
+/// name), or the copy itself failed.
+enum Lost {
+    View(String),
+    Copy(std::io::Error),
+}
+
+/// Copies `from`'s view of `track` into `rel`'s target and sets the bit (not yet durable).
+fn copy_view(topology: &Topology, from: VolId, rel: &Rel, track: u64) -> Result<(), Lost> {
+    let g = rel.geometry;
+    let (start, end) = (
+        g.track_start(track),
+        g.track_start(track) + g.track_len(track),
+    );
+    let view = topology.view_file(from, track).map_err(Lost::View)?;
+    copy_to_target(&**view, topology.volume(rel.target), start, end).map_err(Lost::Copy)?;
+    rel.bitmap.set(track);
+    rel.mark_unpersisted([track]);
+    Ok(())
 }

@@ -54,6 +54,14 @@ impl Topology {
         &self.volumes[&id]
     }
 
+    /// A relationship's source and target volumes.
+    pub fn volumes_of(&self, rel: &Rel) -> (Arc<Volume>, Arc<Volume>) {
+        (
+            self.volume(rel.source).clone(),
+            self.volume(rel.target).clone(),
+        )
+    }
+
     pub fn by_name(&self, name: &str) -> Option<&Arc<Volume>> {
         self.names.get(name).map(|id| &self.volumes[id])
     }

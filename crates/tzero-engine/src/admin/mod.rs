@@ -91,6 +91,17 @@ fn check_not_failed(rel: &Rel) -> Result<(), Refusal> {
     Ok(())
 }
 
+/// Refuses while a revertible resync awaits commit or revert.
+fn check_no_pending_revert(rel: &Rel) -> Result<(), Refusal> {
+    if rel.record.lock().revert_pending {
+        return Err(Refusal::RevertPending {
+            src: rel.source_name.clone(),
+            tgt: rel.target_name.clone(),
+        });
+    }
+    Ok(())
+}
+
 impl Engine {
     fn volumes_for(
         &self,

@@ -4,7 +4,7 @@
 //! `revertflash` can roll the target back and `commitflash` can make the new point in time
 //! permanent.
 
-use super::{check_no_dependents, check_not_failed};
+use super::{check_no_dependents, check_no_pending_revert, check_not_failed};
 use crate::bitmap::Bitmap;
 use crate::catalog::{RelRecord, RelState, KIND_REVERT_SET};
 use crate::copy::copy_punching_holes;
@@ -38,18 +38,9 @@ impl Engine {
             .into());
         }
         check_not_failed(&rel)?;
-        if rel.record.lock().revert_pending {
-            return Err(Refusal::RevertPending {
-                src: source.to_string(),
-                tgt: target.to_string(),
-            }
-            .into());
-        }
+        check_no_pending_revert(&rel)?;
         let mut topology = inner.topology.write();
-        let (src_vol, tgt_vol) = (
-            topology.volume(rel.source).clone(),
-            topology.volume(rel.target).clone(),
-        );
+        let (src_vol, tgt_vol) = topology.volumes_of(&rel);
         check_no_dependents(&topology, &tgt_vol, &format!("resync onto {target}"))?;
         inner.destage_both(&topology, &src_vol, &tgt_vol)?;
         // Destaging may have failed the relationship (its target ran out of space).
@@ -263,10 +254,7 @@ impl Engine {
         let inner = &self.inner;
         let (rel, mut record) = self.pending_revert(source, target, "revert")?;
         let topology = inner.topology.write();
-        let (src_vol, tgt_vol) = (
-            topology.volume(rel.source).clone(),
-            topology.volume(rel.target).clone(),
-        );
+        let (src_vol, tgt_vol) = topology.volumes_of(&rel);
         check_no_dependents(&topology, &tgt_vol, &format!("revert {target}"))?;
         inner.destage_both(&topology, &src_vol, &tgt_vol)?;
         // Destaging may have failed the relationship (its target ran out of space).

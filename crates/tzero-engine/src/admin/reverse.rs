@@ -2,7 +2,7 @@
 //! and the pair becomes `target:source`. Fast reverse restore need not wait for the original
 //! background copy, at the price of leaving an incompletely copied target undefined.
 
-use super::{check_not_failed, reads_through};
+use super::{check_no_pending_revert, check_not_failed, reads_through};
 use crate::bitmap::Bitmap;
 use crate::catalog::{RelRecord, RelState};
 use crate::engine::Engine;
@@ -24,13 +24,7 @@ impl Engine {
         let _admin = inner.admin.lock();
         let rel = self.find_rel(source, target)?;
         check_not_failed(&rel)?;
-        if rel.record.lock().revert_pending {
-            return Err(Refusal::RevertPending {
-                src: source.to_string(),
-                tgt: target.to_string(),
-            }
-            .into());
-        }
+        check_no_pending_revert(&rel)?;
         let complete = rel.bitmap.is_full();
         if !fast && !complete {
             return Err(Refusal::CopyIncomplete {
@@ -44,10 +38,7 @@ impl Engine {
         topology
             .graph()
             .check_reverse(rel.id, &reads_through(&topology), &*topology)?;
-        let (src_vol, tgt_vol) = (
-            topology.volume(rel.source).clone(),
-            topology.volume(rel.target).clone(),
-        );
+        let (src_vol, tgt_vol) = topology.volumes_of(&rel);
         inner.destage_both(&topology, &src_vol, &tgt_vol)?;
         // Destaging may have failed the relationship (its target ran out of space).
         check_not_failed(&rel)?;

@@ -25,10 +25,7 @@ impl Inner {
     /// destaged first with the relationship still in place.
     pub(crate) fn remove_rel(&self, rel: &Arc<Rel>) -> Result<(), FlashError> {
         let mut topology = self.topology.write();
-        let (source, target) = (
-            topology.volume(rel.source).clone(),
-            topology.volume(rel.target).clone(),
-        );
+        let (source, target) = topology.volumes_of(rel);
         self.destage_both(&topology, &source, &target)?;
         // Older targets of the same source that read tracks from this one get them first.
         self.push_down_all(&topology, rel)?;
