@@ -1,8 +1,8 @@
 #!/bin/bash
 # A/B of the plain data path: alternates two tzero binaries (base, new), three rounds; each
-set -euo pipefail
 # round starts a fresh daemon, fills a 256 MiB volume, then runs fio 4k randread and randwrite
 # QD32 for 5 s. Usage: BASE=/path/to/old/tzero NEW=/path/to/new/tzero bench/ab_plain.sh
+set -uo pipefail  # not -e: `wait` on the killed daemon returns its signal status
 fiojob() { # uri rw out
   fio --name=j --ioengine=nbd --uri=$1 --rw=$2 --bs=4k --size=256M --iodepth=32 --runtime=5 --time_based --randrepeat=0 --norandommap --output-format=json --output=$3 >/dev/null 2>&1
   python3 -c "import json,sys; j=json.load(open('$3'))['jobs'][0]; print(int(j['read']['iops']+j['write']['iops']))"
