@@ -151,7 +151,8 @@ impl Engine {
                 *src.frozen_until.lock() = Some(deadline);
             }
         }
-        drop(topology);
+        // The topology stays locked until the answer is taken: the copier must not move bits
+        // before the caller sees the relationship as this operation left it.
         inner.kick();
         for rel in &rels {
             tracing::info!(source = %rel.source_name, target = %rel.target_name, ?opts, frozen = freeze.is_some(), "FlashCopy established");

@@ -122,7 +122,8 @@ impl Engine {
         *rel.record.lock() = record;
         rel.copy_cursor.store(0, Ordering::Release);
         topology.move_to_newest(rel.id);
-        drop(topology);
+        // The topology stays locked until the answer is taken: the copier must not move bits
+        // before the caller sees the relationship as this operation left it.
         inner.kick();
         tracing::info!(
             source,

@@ -131,7 +131,8 @@ impl Engine {
         src_vol.contents_undefined.store(false, Ordering::Release);
         topology.remove_rel(rel.id);
         topology.insert_rel(reversed.clone());
-        drop(topology);
+        // The topology stays locked until the answer is taken: the copier must not move bits
+        // before the caller sees the relationship as this operation left it.
         inner.kick();
         tracing::info!(
             source,
