@@ -278,8 +278,23 @@ impl Engine {
         while let Some(t) = restore.next_set(track) {
             track = t + 1;
             let start = g.track_start(t);
-            copy_punching_holes(&*undo, &*tgt_vol.file, start, start + g.track_len(t))
-                .map_err(FlashError::Storage)?;
+            if let Err(e) =
+                copy_punching_holes(&*undo, &*tgt_vol.file, start, start + g.track_len(t))
+            {
+                if !crate::error::is_no_space(&e) {
+                    return Err(FlashError::Storage(e));
+                }
+                // A space-efficient target whose pool ran out part way holds neither point in
+                // time any more: the relationship fails visibly, as a copy into it would.
+                let reason = format!("reverting into the target failed: {e}");
+                inner.fail_rel(&rel, &reason);
+                return Err(Refusal::Failed {
+                    src: source.to_string(),
+                    tgt: target.to_string(),
+                    reason,
+                }
+                .into());
+            }
         }
         tgt_vol.file.sync().map_err(FlashError::Storage)?;
         // The restored tracks hold the previous point in time; the source differs from it
