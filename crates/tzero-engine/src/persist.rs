@@ -34,25 +34,6 @@ impl Inner {
         self.commit(what, |c| c.put_rel(record))
     }
 
-    /// Commits a relationship's record together with every dirty chunk of its bitmaps.
-    pub(crate) fn commit_record_and_bitmaps(
-        &self,
-        rel: &Rel,
-        record: &RelRecord,
-        what: &str,
-        also: impl FnOnce(&mut Change<'_>) -> Result<(), CatalogError>,
-    ) -> Result<(), Down> {
-        self.commit(what, |change| {
-            change.put_rel(record)?;
-            for (kind, bitmap) in rel.bitmaps() {
-                for chunk in bitmap.take_dirty() {
-                    change.put_chunk_bytes(rel.id, kind, chunk, &bitmap.encode_chunk(chunk))?;
-                }
-            }
-            also(change)
-        })
-    }
-
     /// Makes the in-memory bits of `rels` durable: snapshot the changed chunks, sync each
     /// target (so every snapshotted bit's data is on disk), then commit once.
     pub(crate) fn persist(&self, rels: &[Arc<Rel>]) -> Result<(), IoError> {
@@ -162,4 +143,19 @@ impl Inner {
         tracing::info!(source = %rel.source_name, target = %rel.target_name, "background copy complete; relationship ends");
         self.remove_rel(rel)
     }
+}
+
+/// Puts a relationship's record and every dirty chunk of its bitmaps into one catalog change.
+pub(crate) fn put_record_and_bitmaps(
+    change: &mut Change<'_>,
+    rel: &Rel,
+    record: &RelRecord,
+) -> Result<(), CatalogError> {
+    change.put_rel(record)?;
+    for (kind, bitmap) in rel.bitmaps() {
+        for chunk in bitmap.take_dirty() {
+            change.put_chunk_bytes(rel.id, kind, chunk, &bitmap.encode_chunk(chunk))?;
+        }
+    }
+    Ok(())
 }

@@ -247,6 +247,7 @@ impl Engine {
         Ok(())
     }
 
+    /// Every volume, in name order.
     pub fn volumes(&self) -> Vec<VolumeInfo> {
         let topology = self.inner.topology.read();
         topology.volumes().map(|v| v.info(&topology)).collect()

@@ -10,6 +10,7 @@ use crate::catalog::{RelRecord, RelState, KIND_REVERT_SET};
 use crate::copy::copy_punching_holes;
 use crate::engine::Engine;
 use crate::error::{FlashError, Refusal};
+use crate::persist::put_record_and_bitmaps;
 use crate::relationship::{now_ms, FlashInfo, FlashOptions, Rel, SOURCE, TARGET};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -109,14 +110,9 @@ impl Engine {
         record.background_copy = record.background_copy || opts.background_copy;
         record.withdraw_on_complete = false;
         inner.commit("resyncing a relationship", |change| {
+            // The new point in time makes it the newest target of its source.
             record.t0_seq = change.next_id()?;
-            change.put_rel(&record)?;
-            for (kind, bitmap) in rel.bitmaps() {
-                for chunk in bitmap.take_dirty() {
-                    change.put_chunk_bytes(rel.id, kind, chunk, &bitmap.encode_chunk(chunk))?;
-                }
-            }
-            Ok(())
+            put_record_and_bitmaps(change, &rel, &record)
         })?;
         rel.recording.store(record.recording, Ordering::Release);
         *rel.record.lock() = record;
@@ -304,7 +300,8 @@ impl Engine {
         rel.revert_set.clear_all();
         record.revert_pending = false;
         record.synced_ms = record.previous_synced_ms;
-        inner.commit_record_and_bitmaps(&rel, &record, "reverting a resync", |c| {
+        inner.commit("reverting a resync", |c| {
+            put_record_and_bitmaps(c, &rel, &record)?;
             c.delete_bitmap(rel.id, KIND_REVERT_SET)
         })?;
         let undo_name = record.undo_file_name();

@@ -19,9 +19,8 @@ use crate::api_types::{CreateVolume, ErrorBody, ErrorCode as C, Volume};
 #[utoipa::path(get, path = "/v1/volumes", tag = "volumes", operation_id = "listVolumes",
     responses((status = 200, description = "all volumes, sorted by name", body = Vec<Volume>)))]
 pub(super) async fn list(State(engine): State<Engine>) -> ApiResult<Json<Vec<Volume>>> {
-    let mut vols = blocking(move || Ok::<_, Infallible>(engine.volumes())).await?;
-    // The engine lists them in creation order; the API has always answered by name.
-    vols.sort_by(|a, b| a.name.cmp(&b.name));
+    // The engine lists volumes by name.
+    let vols = blocking(move || Ok::<_, Infallible>(engine.volumes())).await?;
     Ok(Json(vols.into_iter().map(Volume::from).collect()))
 }
 
