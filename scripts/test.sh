@@ -2,12 +2,12 @@
 # The README's test command: installs the real NBD clients the integration tests drive
 # (qemu-io/qemu-img, nbdinfo/nbdcopy, nbdkit, fio) and the tools of the full-disk tests (mkfs.ext4,
 # losetup; those tests mount a tmpfs and a loop ext4, so they need root) when they are missing,
-# then runs every test.
+# then runs every test: cargo's, then schemathesis against the API.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
-for pair in qemu-utils:qemu-io qemu-utils:qemu-img libnbd-bin:nbdinfo libnbd-bin:nbdcopy nbdkit:nbdkit fio:fio e2fsprogs:mkfs.ext4 util-linux:losetup; do
+for pair in qemu-utils:qemu-io qemu-utils:qemu-img libnbd-bin:nbdinfo libnbd-bin:nbdcopy nbdkit:nbdkit fio:fio e2fsprogs:mkfs.ext4 util-linux:losetup socat:socat curl:curl; do
   command -v "${pair#*:}" >/dev/null 2>&1 || missing+=("${pair%%:*}")
 done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -18,4 +18,15 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
+# schemathesis (PyPI) tests the HTTP API against the document it serves.
+if ! command -v schemathesis >/dev/null 2>&1; then
+  echo "installing: schemathesis (pip)"
+  python3 -m pip install -q "schemathesis==4.32.5"
+fi
+
 cargo test --workspace --release "$@"
+# The API, property-tested over TCP and over the unix socket (60 s each) against the daemon
+# binary the tests above built (only for the whole run: arguments select cargo tests).
+if [ $# -eq 0 ]; then
+  tests/api/schemathesis.sh 60
+fi

@@ -17,6 +17,8 @@ pub enum VolumeError {
     InvalidName(String),
     #[error("invalid capacity {0}: it must be a non-zero multiple of 512 bytes, at most 2^60")]
     InvalidCapacity(u64),
+    #[error("invalid extent pool capacity 0: give the pool at least one byte")]
+    EmptyPool,
     /// The file system of the data directory allows no file this large (EFBIG).
     #[error("capacity {} exceeds the largest file {} allows{}; choose a smaller capacity, or put the data directory on a file system with larger files (XFS, btrfs)", format_bytes(*.capacity), fs.unwrap_or("the file system of the data directory"), max_hint(.max))]
     TooLargeForFileSystem {
@@ -28,6 +30,8 @@ pub enum VolumeError {
     },
     #[error("invalid track size {0}: it must be a power of two from 4 KiB to 1 MiB")]
     InvalidTrackSize(u64),
+    #[error("capacity {} in tracks of {} is {} tracks; a volume has at most 2^32 tracks (256 TiB at the default 64 KiB track, 4 PiB at 1 MiB): choose larger tracks (--track-size) or a smaller capacity", format_bytes(*.capacity), format_bytes(*.track_size), .capacity.div_ceil(*.track_size))]
+    TooManyTracks { capacity: u64, track_size: u64 },
     #[error(
         "volume {name:?} is in a FlashCopy relationship ({detail}); withdraw it first or force"
     )]
@@ -47,6 +51,13 @@ pub enum VolumeError {
     #[error("extent pool {pool:?} is too small: a standard volume needs {needed} bytes, {free} are free")]
     PoolTooSmall {
         pool: String,
+        needed: u64,
+        free: u64,
+    },
+    /// A standard volume is allocated whole when it is created; the file system has less free.
+    #[error("standard volume {name:?} needs {} allocated now, but the file system of the data directory has {} free; choose a smaller capacity or a space-efficient volume (-sam ese), or free space", format_bytes(*.needed), format_bytes(*.free))]
+    FileSystemTooFull {
+        name: String,
         needed: u64,
         free: u64,
     },

@@ -14,6 +14,12 @@ pub const DEFAULT_TRACK_SIZE: u64 = 64 << 10;
 /// that no offset arithmetic can overflow a u64.
 pub const MAX_CAPACITY: u64 = 1 << 60;
 
+/// Most tracks a volume may have (2^32: 256 TiB at the default 64 KiB track, 4 PiB at 1 MiB).
+/// Every bitmap of a relationship has a chunk table of one entry per 32768 tracks, made when it
+/// is established; this bound keeps that table to 3 MiB, so establish stays milliseconds and
+/// can never exhaust memory, whatever capacity and track size were asked for.
+pub const MAX_TRACKS: u64 = 1 << 32;
+
 /// Capacity and track size of a volume.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Geometry {

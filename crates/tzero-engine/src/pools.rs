@@ -17,7 +17,7 @@ impl Engine {
             return Err(VolumeError::InvalidName(name.to_string()));
         }
         if capacity == 0 {
-            return Err(VolumeError::InvalidCapacity(capacity));
+            return Err(VolumeError::EmptyPool);
         }
         let inner = &self.inner;
         inner.guard()?;

@@ -8,7 +8,7 @@
 use crate::catalog::{Provisioning, VolumeRecord};
 use crate::engine::Engine;
 use crate::error::{IoError, VolumeError};
-use crate::geometry::{Geometry, DEFAULT_TRACK_SIZE, MAX_CAPACITY};
+use crate::geometry::{Geometry, DEFAULT_TRACK_SIZE, MAX_CAPACITY, MAX_TRACKS, MAX_TRACK_SIZE};
 use crate::recovery::wrap_volume_file;
 use crate::relationship::{now_ms, Rel};
 use crate::volume::{valid_name, Volume, VolumeInfo};
@@ -82,6 +82,22 @@ impl Engine {
             return Err(VolumeError::InvalidTrackSize(track_size));
         }
         let inner = &self.inner;
+        // The file system's limit first: it is the one to name when both are exceeded, and
+        // knowing it spares creating a file that cannot be sized (EFBIG is still handled below).
+        let fs = inner.storage.file_system();
+        if fs.largest_file().is_some_and(|largest| capacity > largest) {
+            return Err(VolumeError::TooLargeForFileSystem {
+                capacity,
+                fs: fs.name,
+                max: fs.max_file_size,
+            });
+        }
+        if Geometry::new(capacity, track_size).tracks() > MAX_TRACKS {
+            return Err(VolumeError::TooManyTracks {
+                capacity,
+                track_size,
+            });
+        }
         inner.guard()?;
         let _admin = inner.admin.lock();
         if self.lookup(name).is_some() {
@@ -118,6 +134,19 @@ impl Engine {
                     needed: capacity,
                     free: p.capacity - p.used().min(p.capacity),
                 });
+            }
+            // Checked first, so that a volume that cannot fit is a refusal, not a storage
+            // error after a partial allocation. A race with host writes can still end in ENOSPC,
+            // which then leaves nothing behind either.
+            if let Some(free) = inner.storage.free_bytes() {
+                if free < capacity {
+                    p.release(capacity);
+                    return Err(VolumeError::FileSystemTooFull {
+                        name: name.to_string(),
+                        needed: capacity,
+                        free,
+                    });
+                }
             }
         }
         let unreserve = || {
@@ -248,6 +277,15 @@ impl Engine {
     }
 
     /// Every volume, in name order.
+    /// The largest capacity a volume may have here, with the largest tracks: 2^32 tracks of
+    /// 1 MiB (4 PiB), or less where the data directory's file system holds no file that large
+    /// (ext4: 16 TiB less one block). A multiple of 512, like every capacity.
+    pub fn max_volume_capacity(&self) -> u64 {
+        let fs = self.inner.storage.file_system();
+        let fits = fs.largest_file().unwrap_or(MAX_CAPACITY);
+        fits.min(MAX_CAPACITY).min(MAX_TRACKS * MAX_TRACK_SIZE) / 512 * 512
+    }
+
     pub fn volumes(&self) -> Vec<VolumeInfo> {
         let topology = self.inner.topology.read();
         topology.volumes().map(|v| v.info(&topology)).collect()

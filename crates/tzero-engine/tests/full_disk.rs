@@ -337,3 +337,61 @@ fn ext4_names_its_largest_file() {
     assert!(buf == pattern(0, MIB as usize));
     assert_alive(&engine, "tib");
 }
+
+/// Limits that depend on neither the bytes written nor the catalog: a volume of more than 2^32
+/// tracks is refused before anything is made (its relationships' chunk tables would not fit in
+/// memory), the daemon's announced largest capacity can really be created, and a standard
+/// volume larger than the free space is a refusal that leaves nothing behind.
+#[test]
+fn tmpfs_refuses_what_cannot_fit() {
+    let Some((fs, _tmp)) = scratch(FsKind::Tmpfs, 64) else {
+        return;
+    };
+    let engine = Engine::open_dir(fs.path(), manual()).unwrap();
+    let err = engine.create_volume("many", 1 << 50, 4096).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            VolumeError::TooManyTracks {
+                track_size: 4096,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("at most 2^32 tracks"), "{err}");
+
+    let largest = engine.max_volume_capacity();
+    assert_eq!(largest, 4 << 50, "tmpfs: 2^32 tracks of 1 MiB");
+    engine.create_volume("largest", largest, MIB).unwrap();
+    let h = engine.handle("largest").unwrap();
+    h.write(largest - MIB, &pattern(7, MIB as usize), true)
+        .unwrap();
+    let mut buf = vec![0u8; MIB as usize];
+    h.read(largest - MIB, &mut buf).unwrap();
+    assert!(buf == pattern(7, MIB as usize));
+
+    engine.create_pool("p", 1 << 30).unwrap();
+    let options = tzero_engine::VolumeOptions {
+        pool: Some("p".into()),
+        space_efficient: false,
+    };
+    let err = engine
+        .create_volume_with("std", 512 * MIB, 0, options.clone())
+        .unwrap_err();
+    assert!(
+        matches!(err, VolumeError::FileSystemTooFull { needed, .. } if needed == 512 * MIB),
+        "{err:?}"
+    );
+    assert_eq!(
+        engine.pool("p").unwrap().used_bytes,
+        0,
+        "the pool got its space back"
+    );
+    assert!(engine.volume("std").is_err());
+    // What fits is still made, from the same pool.
+    engine
+        .create_volume_with("small", 8 * MIB, 0, options)
+        .unwrap();
+    assert_alive(&engine, "small");
+}

@@ -119,14 +119,29 @@ impl From<tzero_engine::VolumeInfo> for Volume {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateVolume {
+    /// 1-64 characters from `[A-Za-z0-9._-]`, not starting with `.` or `-`.
+    #[schema(pattern = r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}$")]
     pub name: String,
+    /// A multiple of 512 bytes and at most 2^32 tracks (256 TiB at the
+    /// default 64 KiB track, 4 PiB at 1 MiB), within the largest file the
+    /// data directory's file system holds (ext4: 16 TiB); the maximum given
+    /// here is this daemon's.
+    #[serde(deserialize_with = "crate::whole_numbers::u64")]
+    #[schema(minimum = 512, maximum = 1152921504606846976.0, multiple_of = 512)]
     pub capacity_bytes: u64,
-    /// Defaults to 64 KiB, the DS8000 fixed-block track.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// A power of two from 4 KiB to 1 MiB; defaults to 64 KiB, the DS8000
+    /// fixed-block track.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::whole_numbers::option_u64"
+    )]
+    #[schema(schema_with = track_size_schema)]
     pub track_size: Option<u64>,
     /// Extent pool to allocate from (DSCLI `-extpool`); without one the
     /// volume is a sparse file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}$")]
     pub pool: Option<String>,
     /// Space-efficient (DSCLI `-sam ese`); needs `pool`. False with a pool
     /// is a standard, fully allocated volume.
@@ -165,7 +180,11 @@ impl From<tzero_engine::PoolInfo> for Pool {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreatePool {
+    /// 1-64 characters from `[A-Za-z0-9._-]`, not starting with `.` or `-`.
+    #[schema(pattern = r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}$")]
     pub name: String,
+    #[serde(deserialize_with = "crate::whole_numbers::u64")]
+    #[schema(minimum = 1)]
     pub capacity_bytes: u64,
 }
 
@@ -247,7 +266,7 @@ pub struct Flash {
     pub target_write_inhibit: bool,
     /// Sequence number given at establish (DSCLI `-seqnum`), 0 if none.
     #[serde(default)]
-    #[schema(required = true)]
+    #[schema(required = true, value_type = u64, maximum = 4294967295.0)]
     pub seqnum: u32,
     /// `setflashrevertible` was done: the next resync keeps the previous
     /// point in time restorable.
@@ -292,7 +311,9 @@ impl From<tzero_engine::FlashInfo> for Flash {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Establish {
+    #[schema(pattern = r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}$")]
     pub source: String,
+    #[schema(pattern = r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}$")]
     pub target: String,
     /// Copy every track in the background (DSCLI default); false is `-nocp`.
     #[serde(default = "default_true")]
@@ -302,7 +323,7 @@ pub struct Establish {
     #[serde(default)]
     pub persistent: bool,
     /// Bytes per second, 0 = unlimited.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::whole_numbers::u64")]
     pub copy_rate: u64,
     /// Record changes on both volumes so the pair can later be resynced
     /// incrementally or reversed (`-record`; DSCLI wants `-persist` too).
@@ -314,7 +335,8 @@ pub struct Establish {
     pub target_inhibit: bool,
     /// Sequence number (`-seqnum`): selects relationships for listing,
     /// commit and revert.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::whole_numbers::u32")]
+    #[schema(value_type = u64, maximum = 4294967295.0)]
     pub seqnum: u32,
 }
 
@@ -322,7 +344,9 @@ pub struct Establish {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FlashPair {
+    #[schema(pattern = r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}$")]
     pub source: String,
+    #[schema(pattern = r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}$")]
     pub target: String,
 }
 
@@ -344,17 +368,21 @@ pub struct EstablishGroup {
     pub background_copy: bool,
     #[serde(default)]
     pub persistent: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::whole_numbers::u64")]
     pub copy_rate: u64,
     #[serde(default)]
     pub recording: bool,
     #[serde(default)]
     pub target_inhibit: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::whole_numbers::u32")]
+    #[schema(value_type = u64, maximum = 4294967295.0)]
     pub seqnum: u32,
     #[serde(default)]
     pub freeze: bool,
-    #[serde(default = "default_freeze_timeout")]
+    #[serde(
+        default = "default_freeze_timeout",
+        deserialize_with = "crate::whole_numbers::u64"
+    )]
     #[schema(default = 120)]
     pub freeze_timeout_secs: u64,
 }
@@ -370,7 +398,10 @@ pub struct Freeze {
     /// Sources of FlashCopy relationships.
     #[schema(min_items = 1)]
     pub volumes: Vec<String>,
-    #[serde(default = "default_freeze_timeout")]
+    #[serde(
+        default = "default_freeze_timeout",
+        deserialize_with = "crate::whole_numbers::u64"
+    )]
     #[schema(default = 120)]
     pub timeout_secs: u64,
 }
@@ -433,6 +464,21 @@ pub struct Reverse {
     pub fast: bool,
 }
 
+/// The track sizes a volume may have: the powers of two from 4 KiB to 1 MiB.
+fn track_size_schema() -> utoipa::openapi::schema::Object {
+    let sizes: Vec<serde_json::Value> = (12..=20).map(|shift| (1u64 << shift).into()).collect();
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::SchemaType::from_iter([
+            utoipa::openapi::schema::Type::Integer,
+            utoipa::openapi::schema::Type::Null,
+        ]))
+        .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
+            utoipa::openapi::KnownFormat::Int64,
+        )))
+        .enum_values(Some(sizes.into_iter().chain([serde_json::Value::Null])))
+        .build()
+}
+
 fn default_true() -> bool {
     true
 }
@@ -442,6 +488,7 @@ fn default_true() -> bool {
 #[serde(deny_unknown_fields)]
 pub struct SetRate {
     /// Bytes per second, 0 = unlimited.
+    #[serde(deserialize_with = "crate::whole_numbers::u64")]
     pub copy_rate: u64,
 }
 
@@ -495,11 +542,13 @@ error_codes! {
     InvalidCapacity = "invalid_capacity",
     CapacityTooLargeForFs = "capacity_too_large_for_fs",
     InvalidTrackSize = "invalid_track_size",
+    TooManyTracks = "too_many_tracks",
     VolumeInUse = "volume_in_use",
     PoolNotFound = "pool_not_found",
     PoolExists = "pool_exists",
     PoolInUse = "pool_in_use",
     PoolTooSmall = "pool_too_small",
+    FileSystemTooFull = "file_system_too_full",
     NeedsPool = "needs_pool",
     // FlashCopy relationships and the rules they may break
     RelationshipNotFound = "relationship_not_found",

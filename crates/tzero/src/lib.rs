@@ -15,3 +15,4 @@ pub mod nbd_export;
 pub mod output;
 pub mod serve;
 pub mod units;
+pub mod whole_numbers;

@@ -61,6 +61,11 @@ impl Storage for FileStorage {
     fn file_system(&self) -> super::fs_limits::FileSystemInfo {
         super::fs_limits::probe(&self.dir)
     }
+
+    fn free_bytes(&self) -> Option<u64> {
+        let st = rustix::fs::statvfs(&self.dir).ok()?;
+        Some(st.f_bavail.saturating_mul(st.f_frsize))
+    }
 }
 
 /// One file of the data directory.

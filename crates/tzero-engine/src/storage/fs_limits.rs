@@ -17,6 +17,17 @@ pub struct FileSystemInfo {
 }
 
 impl FileSystemInfo {
+    /// The size of the largest file that can really be created: ext4's extent-mapped files
+    /// address 2^32 blocks but the last one is unusable, so one block less than
+    /// [`FileSystemInfo::max_file_size`] (which names the limit as people know it, "16 TiB").
+    pub fn largest_file(&self) -> Option<u64> {
+        let max = self.max_file_size?;
+        Some(match self.name {
+            Some("ext4") => max - (max >> 32),
+            _ => max,
+        })
+    }
+
     pub const UNKNOWN: FileSystemInfo = FileSystemInfo {
         name: None,
         max_file_size: None,

@@ -87,6 +87,10 @@ pub trait Storage: Send + Sync + Debug {
     fn file_system(&self) -> fs_limits::FileSystemInfo {
         fs_limits::FileSystemInfo::UNKNOWN
     }
+    /// Bytes an unprivileged writer may still allocate on that file system, when known.
+    fn free_bytes(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// Portable copy: read into a buffer, skip all-zero pieces where the destination is a hole.

@@ -93,16 +93,20 @@ pub fn volume_error(e: &VolumeError) -> (StatusCode, ErrorCode) {
         VolumeError::NotFound(_) => (StatusCode::NOT_FOUND, C::VolumeNotFound),
         VolumeError::AlreadyExists(_) => (StatusCode::CONFLICT, C::VolumeExists),
         VolumeError::InvalidName(_) => (StatusCode::BAD_REQUEST, C::InvalidName),
-        VolumeError::InvalidCapacity(_) => (StatusCode::BAD_REQUEST, C::InvalidCapacity),
+        VolumeError::InvalidCapacity(_) | VolumeError::EmptyPool => {
+            (StatusCode::BAD_REQUEST, C::InvalidCapacity)
+        }
         VolumeError::TooLargeForFileSystem { .. } => {
             (StatusCode::BAD_REQUEST, C::CapacityTooLargeForFs)
         }
         VolumeError::InvalidTrackSize(_) => (StatusCode::BAD_REQUEST, C::InvalidTrackSize),
+        VolumeError::TooManyTracks { .. } => (StatusCode::BAD_REQUEST, C::TooManyTracks),
         VolumeError::InUse { .. } => (StatusCode::CONFLICT, C::VolumeInUse),
         VolumeError::PoolNotFound(_) => (StatusCode::NOT_FOUND, C::PoolNotFound),
         VolumeError::PoolExists(_) => (StatusCode::CONFLICT, C::PoolExists),
         VolumeError::PoolInUse(..) => (StatusCode::CONFLICT, C::PoolInUse),
         VolumeError::PoolTooSmall { .. } => (StatusCode::CONFLICT, C::PoolTooSmall),
+        VolumeError::FileSystemTooFull { .. } => (StatusCode::CONFLICT, C::FileSystemTooFull),
         VolumeError::NeedsPool(_) => (StatusCode::BAD_REQUEST, C::NeedsPool),
         VolumeError::Storage { source, .. } => storage_error(source),
         // `--force` met a relationship that would not go: its own reason.

@@ -7,10 +7,12 @@ use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
+use serde::Deserialize;
 use tzero_engine::{Engine, FlashOptions};
+use utoipa::IntoParams;
 
 use super::openapi::{codes, EngineFailure, PairNotFound};
-use super::{blocking, on_pair, ApiError, ApiResult, Pair, SeqnumQuery};
+use super::{blocking, on_pair, ApiError, ApiResult, Pair};
 use crate::api_types::{
     ErrorBody, ErrorCode as C, EstablishGroup, Flash, Freeze, Unfreeze, Volume,
 };
@@ -204,20 +206,29 @@ pub(super) async fn revert_pair(
     on_pair(engine, pair, done, |e, s, t| e.revert(s, t)).await
 }
 
+/// Query of the by-sequence-number commit and revert.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub(super) struct SettleQuery {
+    /// The sequence number of the relationships to settle.
+    #[param(value_type = u64, maximum = 4294967295.0)]
+    seqnum: u32,
+}
+
 /// Commits or reverts every relationship with a sequence number; all of
 /// them must be revertible, or none is touched.
 async fn settle_seqnum(
     engine: Engine,
-    query: Result<Query<SeqnumQuery>, QueryRejection>,
+    query: Result<Query<SettleQuery>, QueryRejection>,
     what: Settle,
 ) -> ApiResult<Json<Vec<Flash>>> {
-    let Query(q) = query?;
-    let Some(seqnum) = q.seqnum else {
+    let Ok(Query(SettleQuery { seqnum })) = query else {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             C::InvalidQuery,
             format!(
-                "POST /v1/flash/{} needs ?seqnum=N (or use /v1/flash/SOURCE/TARGET/{})",
+                "POST /v1/flash/{} needs ?seqnum=N, N from 0 to 4294967295 (or use /v1/flash/SOURCE/TARGET/{})",
                 what.verb(),
                 what.verb()
             ),
@@ -235,7 +246,7 @@ async fn settle_seqnum(
 
 /// Commit every revertible resync with a sequence number (commitflash -seqnum); all must be revertible, or none is changed.
 #[utoipa::path(post, path = "/v1/flash/commit", tag = "groups", operation_id = "commitBySeqnum",
-    params(SeqnumQuery),
+    params(SettleQuery),
     responses(
         (status = 200, description = "the committed relationships", body = Vec<Flash>),
         (status = 400, description = codes(&[C::InvalidQuery]), body = ErrorBody),
@@ -245,14 +256,14 @@ async fn settle_seqnum(
     ))]
 pub(super) async fn commit_by_seqnum(
     State(engine): State<Engine>,
-    query: Result<Query<SeqnumQuery>, QueryRejection>,
+    query: Result<Query<SettleQuery>, QueryRejection>,
 ) -> ApiResult<Json<Vec<Flash>>> {
     settle_seqnum(engine, query, Settle::Commit).await
 }
 
 /// Revert every revertible resync with a sequence number (revertflash -seqnum): targets return to their previous point in time; all must be revertible, or none is changed.
 #[utoipa::path(post, path = "/v1/flash/revert", tag = "groups", operation_id = "revertBySeqnum",
-    params(SeqnumQuery),
+    params(SettleQuery),
     responses(
         (status = 200, description = "the reverted relationships", body = Vec<Flash>),
         (status = 400, description = codes(&[C::InvalidQuery]), body = ErrorBody),
@@ -263,7 +274,7 @@ pub(super) async fn commit_by_seqnum(
     ))]
 pub(super) async fn revert_by_seqnum(
     State(engine): State<Engine>,
-    query: Result<Query<SeqnumQuery>, QueryRejection>,
+    query: Result<Query<SettleQuery>, QueryRejection>,
 ) -> ApiResult<Json<Vec<Flash>>> {
     settle_seqnum(engine, query, Settle::Revert).await
 }

@@ -24,7 +24,7 @@ use axum::extract::{Path, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
 use tzero_engine::{Engine, FlashError, FlashInfo};
@@ -83,13 +83,13 @@ where
     Ok(Json(info.into()))
 }
 
-/// Query of `GET /v1/flash` and of the by-sequence-number commit and revert
-/// (which need it).
+/// Query of `GET /v1/flash`.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct SeqnumQuery {
     /// Only relationships established with this sequence number.
+    #[param(value_type = Option<u64>, maximum = 4294967295.0)]
     seqnum: Option<u32>,
 }
 
@@ -118,18 +118,33 @@ fn api_router() -> OpenApiRouter<Engine> {
         .routes(routes!(openapi::serve))
 }
 
-/// The API without authentication, for the unix socket.
-pub fn router(engine: Engine) -> Router {
+/// Which listener a request came in on: handlers that describe the API
+/// (the OpenAPI document) answer for the listener they serve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    /// `DATA_DIR/tzero.sock`: no token.
+    UnixSocket,
+    /// The TCP API: bearer token.
+    Tcp,
+}
+
+fn routes(engine: Engine, listener: Listener) -> Router {
     let (routes, _) = api_router().split_for_parts();
     routes
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(engine)
+        .layer(Extension(listener))
+}
+
+/// The API without authentication, for the unix socket.
+pub fn router(engine: Engine) -> Router {
+    routes(engine, Listener::UnixSocket)
 }
 
 /// The API behind `Authorization: Bearer <token>`, for TCP.
 pub fn router_with_token(engine: Engine, token: Arc<str>) -> Router {
-    router(engine).layer(middleware::from_fn_with_state(token, require_token))
+    routes(engine, Listener::Tcp).layer(middleware::from_fn_with_state(token, require_token))
 }
 
 /// Runs a blocking engine call on the blocking pool.

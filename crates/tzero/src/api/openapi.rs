@@ -11,12 +11,16 @@
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
+use axum::extract::State;
+use axum::Extension;
 use axum::Json;
 use serde_json::Value;
+use tzero_engine::Engine;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{Content, Ref, RefOr, Response};
 use utoipa::{Modify, OpenApi};
 
+use super::Listener;
 use crate::api_types::ErrorCode;
 
 /// What every operation gets before the routes are added: info, the bearer
@@ -178,15 +182,82 @@ fn with_request_errors(mut doc: Value) -> Value {
 /// The OpenAPI document of this API.
 pub fn openapi_document() -> Value {
     let (_, doc) = super::api_router().split_for_parts();
-    with_request_errors(serde_json::to_value(doc).expect("the document serializes"))
+    let mut doc = with_request_errors(serde_json::to_value(doc).expect("the document serializes"));
+    space_efficient_needs_pool(&mut doc);
+    doc
+}
+
+/// A rule between two fields, which a derive cannot state: a space-efficient
+/// volume is allocated from an extent pool (`needs_pool` otherwise).
+fn space_efficient_needs_pool(doc: &mut Value) {
+    let schema = &mut doc["components"]["schemas"]["CreateVolume"];
+    if let Some(schema) = schema.as_object_mut() {
+        schema.insert(
+            "if".to_owned(),
+            serde_json::json!({"properties": {"space_efficient": {"const": true}}, "required": ["space_efficient"]}),
+        );
+        schema.insert(
+            "then".to_owned(),
+            serde_json::json!({"properties": {"pool": {"type": "string"}}, "required": ["pool"]}),
+        );
+    }
 }
 
 /// This document.
 #[utoipa::path(get, path = "/v1/openapi.json", tag = "meta", operation_id = "openapi",
     responses((status = 200, description = "OpenAPI 3.1 document", body = Object)))]
-pub(super) async fn serve() -> Json<Value> {
+pub(super) async fn serve(
+    State(engine): State<Engine>,
+    Extension(listener): Extension<Listener>,
+) -> Json<Value> {
     static DOC: OnceLock<Value> = OnceLock::new();
-    Json(DOC.get_or_init(openapi_document).clone())
+    let mut doc = DOC.get_or_init(openapi_document).clone();
+    with_capacity_limit(&mut doc, engine.max_volume_capacity());
+    if listener == Listener::UnixSocket {
+        without_token(&mut doc);
+    }
+    Json(doc)
+}
+
+/// The unix socket asks for no token: its document says so, so that a
+/// client generated from it sends none and expects no 401.
+fn without_token(doc: &mut Value) {
+    if let Some(doc) = doc.as_object_mut() {
+        doc.remove("security");
+    }
+    for item in doc["paths"]
+        .as_object_mut()
+        .into_iter()
+        .flat_map(|p| p.values_mut())
+    {
+        for op in item
+            .as_object_mut()
+            .into_iter()
+            .flat_map(|i| i.values_mut())
+        {
+            if let Some(responses) = op.get_mut("responses").and_then(Value::as_object_mut) {
+                responses.remove("401");
+            }
+        }
+    }
+    if let Some(schemes) = doc["components"]
+        .get_mut("securitySchemes")
+        .and_then(Value::as_object_mut)
+    {
+        schemes.clear();
+    }
+}
+
+/// The document describes this daemon: a volume's capacity is bounded by the
+/// data directory's file system too (ext4 holds no file of 16 TiB), so the
+/// schema's maximum is that bound, and a client that keeps to the document
+/// is never refused for size.
+fn with_capacity_limit(doc: &mut Value, max: u64) {
+    let capacity =
+        &mut doc["components"]["schemas"]["CreateVolume"]["properties"]["capacity_bytes"];
+    if capacity.is_object() {
+        capacity["maximum"] = Value::from(max);
+    }
 }
 
 #[cfg(test)]

@@ -29,9 +29,9 @@ pub(super) async fn list(State(engine): State<Engine>) -> ApiResult<Json<Vec<Vol
     request_body = CreateVolume,
     responses(
         (status = 201, description = "created", body = Volume),
-        (status = 400, description = codes(&[C::InvalidName, C::InvalidCapacity, C::CapacityTooLargeForFs, C::InvalidTrackSize, C::NeedsPool]), body = ErrorBody),
+        (status = 400, description = codes(&[C::InvalidName, C::InvalidCapacity, C::CapacityTooLargeForFs, C::InvalidTrackSize, C::TooManyTracks, C::NeedsPool]), body = ErrorBody),
         (status = 404, description = codes(&[C::PoolNotFound]), body = ErrorBody),
-        (status = 409, description = codes(&[C::VolumeExists, C::PoolTooSmall]), body = ErrorBody),
+        (status = 409, description = codes(&[C::VolumeExists, C::PoolTooSmall, C::FileSystemTooFull]), body = ErrorBody),
         (status = 507, description = codes(&[C::NoSpace]), body = ErrorBody),
         EngineFailure,
     ))]
