@@ -584,6 +584,7 @@ error_codes! {
     // the request itself
     MalformedJson = "malformed_json",
     UnsupportedMediaType = "unsupported_media_type",
+    BodyTooLarge = "body_too_large",
     InvalidBody = "invalid_body",
     InvalidPath = "invalid_path",
     InvalidQuery = "invalid_query",

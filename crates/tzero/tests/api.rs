@@ -77,6 +77,28 @@ fn api_over_tcp() {
         assert_eq!(r.status, status, "{}", String::from_utf8_lossy(body));
         error_code(&r);
     }
+    // Whole numbers written as doubles are whole numbers (JSON Schema says so).
+    let r = rt
+        .block_on(c.raw(
+            Method::POST,
+            "/v1/volumes",
+            Some(br#"{"name":"dbl","capacity_bytes":1048576.0,"track_size":65536.0}"#.to_vec()),
+        ))
+        .expect("request");
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    // A body over 1 MiB is refused before it is read, with its own code; the daemon goes on.
+    let mut huge = br#"{"name":"big","capacity_bytes":1048576,"pool":""#.to_vec();
+    huge.extend(std::iter::repeat_n(b'x', 2 << 20));
+    huge.extend(br#""}"#);
+    let r = rt
+        .block_on(c.raw(Method::POST, "/v1/volumes", Some(huge)))
+        .expect("request");
+    assert_eq!(r.status, 413);
+    assert_eq!(error_code(&r), "body_too_large");
+    let r = rt
+        .block_on(c.raw(Method::DELETE, "/v1/volumes/dbl", None))
+        .expect("request");
+    assert!(r.status < 300, "{}", r.status);
     let r = rt
         .block_on(c.raw(Method::PUT, "/v1/flash/a/b/rate", Some(b"[]".to_vec())))
         .expect("request");

@@ -240,6 +240,13 @@ impl From<JsonRejection> for ApiError {
         let code = match &r {
             JsonRejection::JsonSyntaxError(_) => ErrorCode::MalformedJson,
             JsonRejection::MissingJsonContentType(_) => ErrorCode::UnsupportedMediaType,
+            _ if r.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                return ApiError::new(
+                    r.status(),
+                    ErrorCode::BodyTooLarge,
+                    format!("request body over {} bytes", super::MAX_BODY_BYTES),
+                );
+            }
             _ => ErrorCode::InvalidBody,
         };
         ApiError::new(r.status(), code, r.body_text())

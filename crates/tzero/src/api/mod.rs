@@ -20,7 +20,7 @@
 use std::sync::Arc;
 
 use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, Request, State};
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -128,6 +128,11 @@ pub enum Listener {
     Tcp,
 }
 
+/// The largest request body: the biggest real one, a group of many pairs, is
+/// a few KiB; anything near this is a mistake or an attack, refused (413)
+/// before it is buffered.
+pub const MAX_BODY_BYTES: usize = 1 << 20;
+
 fn routes(engine: Engine, listener: Listener) -> Router {
     let (routes, _) = api_router().split_for_parts();
     routes
@@ -135,6 +140,7 @@ fn routes(engine: Engine, listener: Listener) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(engine)
         .layer(Extension(listener))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
 }
 
 /// The API without authentication, for the unix socket.

@@ -163,6 +163,7 @@ fn with_request_errors(mut doc: Value) -> Value {
             if let Some(body) = op.get_mut("requestBody") {
                 optional_body_is_absent_not_null(body);
                 add_error(op, 400, C::MalformedJson);
+                add_error(op, 413, C::BodyTooLarge);
                 add_error(op, 415, C::UnsupportedMediaType);
                 add_error(op, 422, C::InvalidBody);
             }
