@@ -175,28 +175,42 @@ fn rate(r: u64) -> String {
 
 /// The `lsflash` table; `long` shows DSCLI's `lsflash -l` columns.
 pub fn flash_table(rels: &[Flash], long: bool) -> Table {
+    let (headers, rows) = flash_columns(rels, long);
+    let mut t = Table::new(headers);
+    for row in rows {
+        t.row(row);
+    }
+    t
+}
+
+/// The headers and cells of [`flash_table`], so `lsflash --watch` can add
+/// its own columns to the same rows.
+pub fn flash_columns(rels: &[Flash], long: bool) -> (Vec<&'static str>, Vec<Vec<String>>) {
     if !long {
-        let mut t = Table::new(vec![
+        let headers = vec![
             "ID",
             "State",
             "BackgroundCopy",
             "Persistent",
             "OutOfSyncTracks",
             "CopyRate",
-        ]);
-        for f in rels {
-            t.row(vec![
-                format!("{}:{}", f.source, f.target),
-                state_name(f.state, f.withdraw_pending).to_owned(),
-                enabled(f.background_copy),
-                enabled(f.persistent),
-                f.out_of_sync_tracks.to_string(),
-                rate(f.copy_rate),
-            ]);
-        }
-        return t;
+        ];
+        let rows = rels
+            .iter()
+            .map(|f| {
+                vec![
+                    pair_id(f),
+                    state_name(f.state, f.withdraw_pending).to_owned(),
+                    enabled(f.background_copy),
+                    enabled(f.persistent),
+                    f.out_of_sync_tracks.to_string(),
+                    rate(f.copy_rate),
+                ]
+            })
+            .collect();
+        return (headers, rows);
     }
-    let mut t = Table::new(vec![
+    let headers = vec![
         "ID",
         "SequenceNum",
         "ActiveCopy",
@@ -207,38 +221,68 @@ pub fn flash_table(rels: &[Flash], long: bool) -> Table {
         "TargetWriteEnabled",
         "BackgroundCopy",
         "OutOfSyncTracks",
+        "%Copied",
         "ChangedTracks",
         "DateCreated",
         "DateSynced",
         "State",
         "Reason",
-    ]);
-    for f in rels {
-        t.row(vec![
-            format!("{}:{}", f.source, f.target),
-            f.seqnum.to_string(),
-            enabled(f.state == FlashState::Copying),
-            enabled(f.recording),
-            enabled(f.persistent),
-            // Set by setflashrevertible, and until commitflash/revertflash.
-            enabled(f.revertible || f.revert_pending),
-            enabled(true),
-            enabled(!f.target_write_inhibit),
-            enabled(f.background_copy),
-            f.out_of_sync_tracks.to_string(),
-            // What a resyncflash would copy again; "-" without recording.
-            if f.recording {
-                f.changed_tracks.to_string()
-            } else {
-                "-".to_owned()
-            },
-            format_date(f.created_ms),
-            format_date(f.synced_ms),
-            state_name(f.state, f.withdraw_pending).to_owned(),
-            f.failure.clone().unwrap_or_else(|| "-".to_owned()),
-        ]);
+    ];
+    let rows = rels
+        .iter()
+        .map(|f| {
+            vec![
+                pair_id(f),
+                f.seqnum.to_string(),
+                enabled(f.state == FlashState::Copying),
+                enabled(f.recording),
+                enabled(f.persistent),
+                // Set by setflashrevertible, and until commitflash/revertflash.
+                enabled(f.revertible || f.revert_pending),
+                enabled(true),
+                enabled(!f.target_write_inhibit),
+                enabled(f.background_copy),
+                f.out_of_sync_tracks.to_string(),
+                percent_copied(f),
+                // What a resyncflash would copy again; "-" without recording.
+                if f.recording {
+                    f.changed_tracks.to_string()
+                } else {
+                    "-".to_owned()
+                },
+                format_date(f.created_ms),
+                format_date(f.synced_ms),
+                state_name(f.state, f.withdraw_pending).to_owned(),
+                f.failure.clone().unwrap_or_else(|| "-".to_owned()),
+            ]
+        })
+        .collect();
+    (headers, rows)
+}
+
+fn pair_id(f: &Flash) -> String {
+    format!("{}:{}", f.source, f.target)
+}
+
+/// The share of the target's tracks already copied, in tenths of a
+/// percent: 100 × (total − out of sync) / total. A NOCOPY relationship
+/// shows what host writes have copied so far; an empty volume is all
+/// copied.
+pub fn copied_permille(f: &Flash) -> u64 {
+    if f.total_tracks == 0 {
+        return 1000;
     }
-    t
+    let copied = f.total_tracks.saturating_sub(f.out_of_sync_tracks);
+    // u128: no overflow whatever the track count. Rounded down, so 100.0
+    // means every track, never 99.96 %.
+    let permille = u128::from(copied) * 1000 / u128::from(f.total_tracks);
+    u64::try_from(permille).unwrap_or(1000)
+}
+
+/// `%Copied` with one decimal, e.g. `45.3`.
+pub fn percent_copied(f: &Flash) -> String {
+    let p = copied_permille(f);
+    format!("{}.{}", p / 10, p % 10)
 }
 
 /// DSCLI's date format, in UTC: `Tue Nov 25 09:36:00 UTC 2025`; "-" for 0.
@@ -276,6 +320,27 @@ mod tests {
             "Thu Feb 29 23:59:59 UTC 2024"
         );
         assert_eq!(format_date(u64::MAX), "18446744073709551615 ms since 1970");
+    }
+
+    fn flash(total: u64, out_of_sync: u64) -> Flash {
+        serde_json::from_value(serde_json::json!({
+            "id": 1, "source": "a", "target": "b", "background_copy": false,
+            "persistent": true, "copy_rate": 0, "state": "no_copy",
+            "out_of_sync_tracks": out_of_sync, "total_tracks": total,
+            "track_size": 65536, "created_ms": 0, "synced_ms": 0,
+        }))
+        .expect("a Flash")
+    }
+
+    #[test]
+    fn percent_copied_has_one_decimal_rounded_down() {
+        assert_eq!(percent_copied(&flash(16, 16)), "0.0");
+        assert_eq!(percent_copied(&flash(16, 0)), "100.0");
+        assert_eq!(percent_copied(&flash(3, 2)), "33.3");
+        // 9999 of 10000 copied is not yet 100 %.
+        assert_eq!(percent_copied(&flash(10_000, 1)), "99.9");
+        assert_eq!(percent_copied(&flash(u64::MAX, u64::MAX / 2)), "50.0");
+        assert_eq!(percent_copied(&flash(0, 0)), "100.0");
     }
 
     #[test]

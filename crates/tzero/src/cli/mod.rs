@@ -3,7 +3,8 @@
 //! This module holds the top-level clap definition, the global flags and the
 //! dispatch; each resource's verbs (their arguments and handlers) live in
 //! their own module: [`volumes`], [`pools`], [`flash`], [`groups`],
-//! [`revert`].
+//! [`revert`]; `progress` draws `--wait`'s bars and `watch` runs
+//! `lsflash --watch`.
 //!
 //! Everything the CLI can check by itself (sizes, `SRC:TGT` syntax, URLs) is
 //! checked while parsing, before any request is sent, so a typo never
@@ -17,6 +18,7 @@ pub mod pools;
 mod progress;
 pub mod revert;
 pub mod volumes;
+mod watch;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
