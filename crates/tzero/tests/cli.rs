@@ -428,3 +428,43 @@ fn wait_shows_one_bar_per_pair_and_fails_on_a_failed_pair() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("FlashCopy pair s:t failed"), "{err}");
 }
+
+#[test]
+fn ctrl_c_ends_a_live_watch_with_the_cursor_back() {
+    if !have("script") {
+        return;
+    }
+    let env = Env::new();
+    let d = Daemon::start(&env);
+    slow_copy(&d);
+    let cmd = format!("{TZERO} --data {} lsflash --watch 0.2", d.data.display());
+    let mut script = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run script");
+    // script's child is the tzero CLI; Ctrl-C on a terminal is SIGINT to it.
+    let pid = script.id();
+    let children = format!("/proc/{pid}/task/{pid}/children");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let cli = loop {
+        let text = std::fs::read_to_string(&children).unwrap_or_default();
+        if let Some(c) = text.split_whitespace().next() {
+            break c.to_owned();
+        }
+        assert!(Instant::now() < deadline, "script started no child");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    std::thread::sleep(Duration::from_millis(800));
+    let sent = Command::new("kill")
+        .args(["-INT", &cli])
+        .status()
+        .expect("kill");
+    assert!(sent.success());
+    let out = script.wait_with_output().expect("wait");
+    let raw = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "exit {:?}: {raw:?}", out.status);
+    assert!(raw.matches("Every 0.2s").count() >= 2, "{raw:?}");
+    assert!(raw.trim_end().ends_with("\x1b[?25h"), "{raw:?}");
+}
