@@ -438,7 +438,7 @@ fn ctrl_c_ends_a_live_watch_with_the_cursor_back() {
     let d = Daemon::start(&env);
     slow_copy(&d);
     let cmd = format!("{TZERO} --data {} lsflash --watch 0.2", d.data.display());
-    let mut script = Command::new("script")
+    let script = Command::new("script")
         .args(["-qec", &cmd, "/dev/null"])
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
