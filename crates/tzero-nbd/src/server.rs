@@ -15,7 +15,7 @@ use tokio::io::{AsyncRead, AsyncWrite, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
-use tracing::{debug, info, warn};
+use tracing::{debug, info, warn, Instrument};
 
 use crate::device::ExportProvider;
 use crate::error::ConnError;
@@ -119,14 +119,19 @@ impl NbdServer {
                         };
                         let this = self.clone();
                         let sd = shutdown.clone();
+                        // Every line logged for this connection carries the
+                        // peer, and the export once negotiation names it.
+                        let span = tracing::info_span!(
+                            "nbd_conn", %peer, export = tracing::field::Empty
+                        );
                         conns.spawn(async move {
                             let _permit = permit;
-                            debug!(%peer, "connected");
+                            debug!("connected");
                             match this.serve_tcp(stream, sd).await {
-                                Ok(()) => debug!(%peer, "disconnected"),
-                                Err(e) => info!(%peer, error = %e, "connection ended"),
+                                Ok(()) => debug!("disconnected"),
+                                Err(e) => info!(error = %e, "connection ended"),
                             }
-                        });
+                        }.instrument(span));
                     }
                     Err(e) => {
                         // EMFILE and friends: back off instead of spinning.
@@ -201,7 +206,12 @@ impl NbdServer {
         };
         match negotiated {
             Outcome::Closed => Ok(()),
-            Outcome::Go(neg) => transmission::run(reader, w, neg, cfg, shutdown).await,
+            Outcome::Go(neg) => {
+                // Fills the `nbd_conn` span's export field (a no-op when
+                // the caller opened no such span).
+                tracing::Span::current().record("export", neg.export.as_str());
+                transmission::run(reader, w, neg, cfg, shutdown).await
+            }
         }
     }
 }

@@ -12,45 +12,82 @@ use serde::Serialize;
 use crate::api_types::{Flash, FlashState, Pool, Volume};
 use crate::units::format_size;
 
-/// A DSCLI-style table, laid out by `comfy-table`: a header line, a line of
-/// `=` under it, then one line per row; columns left-aligned, two spaces
-/// apart, no borders and no colour, so scripts (and the integration tests)
-/// can split it where the header's words start.
-pub struct Table(comfy_table::Table);
+/// A DSCLI-style table: a header line, a line of `=` under it, then one
+/// line per row; columns left-aligned, two spaces apart, no borders and no
+/// colour, so scripts (and the integration tests) can split it where the
+/// header's words start.
+///
+/// Laid out here rather than by `comfy-table`, which did the same layout
+/// at twice the cost: `lsflash -l` of 1,000 relationships spent more time
+/// in its per-cell formatting than in everything else together (issue 11,
+/// BENCHMARKS.md).
+pub struct Table {
+    headers: Vec<&'static str>,
+    rows: Vec<Vec<String>>,
+}
 
 /// The gap between columns.
-const COLUMN_GAP: u16 = 2;
+const COLUMN_GAP: usize = 2;
 
 impl Table {
     pub fn new(headers: Vec<&'static str>) -> Self {
-        let mut t = comfy_table::Table::new();
-        // No borders or lines but the header's separator.
-        t.load_preset(comfy_table::presets::NOTHING);
-        t.set_style(comfy_table::TableComponent::HeaderLines, '=');
-        let columns = headers.len();
-        t.set_header(headers);
-        for (i, column) in t.column_iter_mut().enumerate() {
-            // The gap is right padding, none after the last column, so the
-            // `=` line ends where the widest line does.
-            let right = if i + 1 == columns { 0 } else { COLUMN_GAP };
-            column.set_padding((0, right));
+        Table {
+            headers,
+            rows: Vec::new(),
         }
-        Table(t)
     }
 
     pub fn row(&mut self, cells: Vec<String>) {
-        self.0.add_row(cells);
+        self.rows.push(cells);
     }
 }
 
-impl fmt::Display for Table {
-    /// Every line ends in a newline and no trailing spaces (the last
-    /// column's cells are padded to its width otherwise).
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for line in self.0.lines() {
-            writeln!(f, "{}", line.trim_end())?;
+/// Display width of a cell: volume names and reasons may hold any UTF-8.
+fn width(s: &str) -> usize {
+    if s.is_ascii() {
+        s.len()
+    } else {
+        console::measure_text_width(s)
+    }
+}
+
+/// One line of cells padded to `widths`, without trailing spaces.
+fn push_line<'a>(out: &mut String, cells: impl Iterator<Item = &'a str>, widths: &[usize]) {
+    let start = out.len();
+    for (i, (cell, w)) in cells.zip(widths).enumerate() {
+        if i > 0 {
+            out.extend(std::iter::repeat_n(' ', COLUMN_GAP));
         }
-        Ok(())
+        out.push_str(cell);
+        out.extend(std::iter::repeat_n(' ', w.saturating_sub(width(cell))));
+    }
+    let end = start + out[start..].trim_end().len();
+    out.truncate(end);
+    out.push('\n');
+}
+
+impl fmt::Display for Table {
+    /// Every line ends in a newline and no trailing spaces; the `=` line is
+    /// as long as the widest line.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let columns = self.headers.len();
+        let mut widths: Vec<usize> = self.headers.iter().map(|h| width(h)).collect();
+        for row in &self.rows {
+            for (w, cell) in widths.iter_mut().zip(row) {
+                *w = (*w).max(width(cell));
+            }
+        }
+        let total = widths.iter().sum::<usize>() + COLUMN_GAP * columns.saturating_sub(1);
+        // One buffer, one write per table: a line per `write!` would cost
+        // more than the layout.
+        let mut out = String::with_capacity((total + 1) * (self.rows.len() + 2));
+        push_line(&mut out, self.headers.iter().copied(), &widths);
+        out.extend(std::iter::repeat_n('=', total));
+        out.push('\n');
+        for row in &self.rows {
+            push_line(&mut out, row.iter().map(String::as_str), &widths);
+        }
+        f.write_str(&out)
     }
 }
 
@@ -175,28 +212,42 @@ fn rate(r: u64) -> String {
 
 /// The `lsflash` table; `long` shows DSCLI's `lsflash -l` columns.
 pub fn flash_table(rels: &[Flash], long: bool) -> Table {
+    let (headers, rows) = flash_columns(rels, long);
+    let mut t = Table::new(headers);
+    for row in rows {
+        t.row(row);
+    }
+    t
+}
+
+/// The headers and cells of [`flash_table`], so `lsflash --watch` can add
+/// its own columns to the same rows.
+pub fn flash_columns(rels: &[Flash], long: bool) -> (Vec<&'static str>, Vec<Vec<String>>) {
     if !long {
-        let mut t = Table::new(vec![
+        let headers = vec![
             "ID",
             "State",
             "BackgroundCopy",
             "Persistent",
             "OutOfSyncTracks",
             "CopyRate",
-        ]);
-        for f in rels {
-            t.row(vec![
-                format!("{}:{}", f.source, f.target),
-                state_name(f.state, f.withdraw_pending).to_owned(),
-                enabled(f.background_copy),
-                enabled(f.persistent),
-                f.out_of_sync_tracks.to_string(),
-                rate(f.copy_rate),
-            ]);
-        }
-        return t;
+        ];
+        let rows = rels
+            .iter()
+            .map(|f| {
+                vec![
+                    pair_id(f),
+                    state_name(f.state, f.withdraw_pending).to_owned(),
+                    enabled(f.background_copy),
+                    enabled(f.persistent),
+                    f.out_of_sync_tracks.to_string(),
+                    rate(f.copy_rate),
+                ]
+            })
+            .collect();
+        return (headers, rows);
     }
-    let mut t = Table::new(vec![
+    let headers = vec![
         "ID",
         "SequenceNum",
         "ActiveCopy",
@@ -207,38 +258,68 @@ pub fn flash_table(rels: &[Flash], long: bool) -> Table {
         "TargetWriteEnabled",
         "BackgroundCopy",
         "OutOfSyncTracks",
+        "%Copied",
         "ChangedTracks",
         "DateCreated",
         "DateSynced",
         "State",
         "Reason",
-    ]);
-    for f in rels {
-        t.row(vec![
-            format!("{}:{}", f.source, f.target),
-            f.seqnum.to_string(),
-            enabled(f.state == FlashState::Copying),
-            enabled(f.recording),
-            enabled(f.persistent),
-            // Set by setflashrevertible, and until commitflash/revertflash.
-            enabled(f.revertible || f.revert_pending),
-            enabled(true),
-            enabled(!f.target_write_inhibit),
-            enabled(f.background_copy),
-            f.out_of_sync_tracks.to_string(),
-            // What a resyncflash would copy again; "-" without recording.
-            if f.recording {
-                f.changed_tracks.to_string()
-            } else {
-                "-".to_owned()
-            },
-            format_date(f.created_ms),
-            format_date(f.synced_ms),
-            state_name(f.state, f.withdraw_pending).to_owned(),
-            f.failure.clone().unwrap_or_else(|| "-".to_owned()),
-        ]);
+    ];
+    let rows = rels
+        .iter()
+        .map(|f| {
+            vec![
+                pair_id(f),
+                f.seqnum.to_string(),
+                enabled(f.state == FlashState::Copying),
+                enabled(f.recording),
+                enabled(f.persistent),
+                // Set by setflashrevertible, and until commitflash/revertflash.
+                enabled(f.revertible || f.revert_pending),
+                enabled(true),
+                enabled(!f.target_write_inhibit),
+                enabled(f.background_copy),
+                f.out_of_sync_tracks.to_string(),
+                percent_copied(f),
+                // What a resyncflash would copy again; "-" without recording.
+                if f.recording {
+                    f.changed_tracks.to_string()
+                } else {
+                    "-".to_owned()
+                },
+                format_date(f.created_ms),
+                format_date(f.synced_ms),
+                state_name(f.state, f.withdraw_pending).to_owned(),
+                f.failure.clone().unwrap_or_else(|| "-".to_owned()),
+            ]
+        })
+        .collect();
+    (headers, rows)
+}
+
+fn pair_id(f: &Flash) -> String {
+    format!("{}:{}", f.source, f.target)
+}
+
+/// The share of the target's tracks already copied, in tenths of a
+/// percent: 100 × (total − out of sync) / total. A NOCOPY relationship
+/// shows what host writes have copied so far; an empty volume is all
+/// copied.
+pub fn copied_permille(f: &Flash) -> u64 {
+    if f.total_tracks == 0 {
+        return 1000;
     }
-    t
+    let copied = f.total_tracks.saturating_sub(f.out_of_sync_tracks);
+    // u128: no overflow whatever the track count. Rounded down, so 100.0
+    // means every track, never 99.96 %.
+    let permille = u128::from(copied) * 1000 / u128::from(f.total_tracks);
+    u64::try_from(permille).unwrap_or(1000)
+}
+
+/// `%Copied` with one decimal, e.g. `45.3`.
+pub fn percent_copied(f: &Flash) -> String {
+    let p = copied_permille(f);
+    format!("{}.{}", p / 10, p % 10)
 }
 
 /// DSCLI's date format, in UTC: `Tue Nov 25 09:36:00 UTC 2025`; "-" for 0.
@@ -278,6 +359,27 @@ mod tests {
         assert_eq!(format_date(u64::MAX), "18446744073709551615 ms since 1970");
     }
 
+    fn flash(total: u64, out_of_sync: u64) -> Flash {
+        serde_json::from_value(serde_json::json!({
+            "id": 1, "source": "a", "target": "b", "background_copy": false,
+            "persistent": true, "copy_rate": 0, "state": "no_copy",
+            "out_of_sync_tracks": out_of_sync, "total_tracks": total,
+            "track_size": 65536, "created_ms": 0, "synced_ms": 0,
+        }))
+        .expect("a Flash")
+    }
+
+    #[test]
+    fn percent_copied_has_one_decimal_rounded_down() {
+        assert_eq!(percent_copied(&flash(16, 16)), "0.0");
+        assert_eq!(percent_copied(&flash(16, 0)), "100.0");
+        assert_eq!(percent_copied(&flash(3, 2)), "33.3");
+        // 9999 of 10000 copied is not yet 100 %.
+        assert_eq!(percent_copied(&flash(10_000, 1)), "99.9");
+        assert_eq!(percent_copied(&flash(u64::MAX, u64::MAX / 2)), "50.0");
+        assert_eq!(percent_copied(&flash(0, 0)), "100.0");
+    }
+
     #[test]
     fn table_aligns() {
         let mut t = Table::new(vec!["A", "Long"]);
@@ -288,5 +390,10 @@ mod tests {
             Table::new(vec!["Name", "ID"]).to_string(),
             "Name  ID\n========\n"
         );
+        // Widths are display widths; short rows leave their cells empty.
+        let mut t = Table::new(vec!["N", "State"]);
+        t.row(vec!["ü-vol".into(), "ok".into()]);
+        t.row(vec!["b".into()]);
+        assert_eq!(t.to_string(), "N      State\n============\nü-vol  ok\nb\n");
     }
 }

@@ -24,6 +24,7 @@ use tokio::sync::watch;
 use tzero_engine::{Engine, EngineConfig};
 
 use crate::api;
+use crate::api::logging::{logged, Caller};
 use crate::nbd_export::EngineExports;
 
 /// How long a stopping daemon waits for open API and NBD connections.
@@ -39,11 +40,22 @@ pub struct ServeConfig {
     pub nbd_addr: String,
     /// Engine write cache size; the engine's default when `None`.
     pub cache_bytes: Option<u64>,
+    /// How log lines on stderr are written.
+    pub log_format: LogFormat,
+}
+
+/// `serve --log-format`: text for people, JSON (one object per line) for
+/// log collectors.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 /// Runs the daemon until SIGTERM or SIGINT.
 pub fn run(cfg: ServeConfig) -> anyhow::Result<()> {
-    init_logging();
+    init_logging(cfg.log_format);
     std::fs::create_dir_all(&cfg.data)
         .with_context(|| format!("cannot create data directory {}", cfg.data.display()))?;
     let _lock = DataDirLock::acquire(&cfg.data)?;
@@ -77,15 +89,25 @@ pub fn run(cfg: ServeConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn init_logging() {
+fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // A second init (tests running `run` twice) is harmless: keep the first.
-    let _ = tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+        .with_writer(std::io::stderr);
+    // A second init (tests running `run` twice) is harmless: keep the first.
+    let _ = match format {
+        LogFormat::Text => fmt
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
+        // A line logged inside a request or an NBD connection carries
+        // that span's fields under `span`.
+        LogFormat::Json => fmt
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init(),
+    };
 }
 
 /// Binds everything, serves until a signal, then drains.
@@ -113,8 +135,10 @@ async fn serve(cfg: &ServeConfig, engine: Engine, token: Arc<str>) -> anyhow::Re
     let mut signals = Signals::new()?;
     let (stop_tx, stop_rx) = watch::channel(false);
 
-    let tcp_app = api::router_with_token(engine.clone(), token);
-    let unix_app = api::router(engine.clone());
+    // The audit layer is outermost, so the token check's refusals are
+    // logged too, and each router names its callers.
+    let tcp_app = logged(api::router_with_token(engine.clone(), token), Caller::Token);
+    let unix_app = logged(api::router(engine.clone()), Caller::Socket);
     let tcp_api = tokio::spawn(
         axum::serve(api_listener, tcp_app)
             .with_graceful_shutdown(stopped(stop_rx.clone()))

@@ -1,10 +1,15 @@
 //! The `tzero` CLI against a real daemon: the DSCLI verbs round trip, bad
 //! input is refused with one error line and changes nothing, and a second
-//! daemon on the same data directory is refused.
+//! daemon on the same data directory is refused. `lsflash -l`'s `%Copied`,
+//! `lsflash --watch` (JSON lines, plain tables, and the live redraw on a
+//! pseudo-terminal from `script`) and `--wait`'s per-pair bars.
 
 mod common;
 
-use common::{one_line_error, Daemon, Env, TZERO};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{have, one_line_error, qemu_io, Daemon, Env, TZERO};
 use serde_json::Value;
 
 fn names(v: &Value) -> Vec<String> {
@@ -219,4 +224,247 @@ fn sigterm_exits_zero_and_data_survives() {
     assert!(!d.data.join("tzero.sock").exists());
     let d = Daemon::start(&env);
     assert_eq!(names(&d.cli_json(&["lsfbvol"])), ["keep"]);
+}
+
+/// The cell under `column` of each row of a CLI table: the tables are
+/// left-aligned, so a cell starts where its header does.
+fn column(table: &str, column: &str) -> Vec<String> {
+    let mut lines = table.lines();
+    let header = lines.next().expect("header");
+    let at = header
+        .find(column)
+        .unwrap_or_else(|| panic!("no {column} in {header}"));
+    lines
+        .skip(1)
+        .map(|l| {
+            l.get(at..)
+                .unwrap_or("")
+                .split_whitespace()
+                .next()
+                .unwrap_or("")
+                .to_owned()
+        })
+        .collect()
+}
+
+#[test]
+fn lsflash_long_shows_percent_copied() {
+    if !have("qemu-io") {
+        return;
+    }
+    let env = Env::new();
+    let d = Daemon::start(&env);
+    // 16 MiB of 64 KiB tracks: 256 tracks.
+    d.cli_ok(&["mkfbvol", "--cap", "16MiB", "a", "b", "c"]);
+    d.cli_ok(&["mkflash", "--nocp", "--persist", "a:b"]);
+    d.cli_ok(&["mkflash", "--persist", "a:c"]);
+    d.wait_copied("a", "c", Duration::from_secs(60));
+    let long = d.cli_ok(&["lsflash", "-l"]);
+    assert_eq!(column(&long, "ID"), ["a:b", "a:c"], "{long}");
+    assert_eq!(column(&long, "%Copied"), ["0.0", "100.0"], "{long}");
+    // A NOCOPY relationship shows its real share: a host write to 4
+    // source tracks copies their T0 first, 4/256 = 1.5625 %.
+    qemu_io(&d, "a", &["write -P 0x5a 0 256k", "flush"]);
+    let long = d.cli_ok(&["lsflash", "-l"]);
+    assert_eq!(column(&long, "OutOfSyncTracks"), ["252", "0"], "{long}");
+    assert_eq!(column(&long, "%Copied"), ["1.5", "100.0"], "{long}");
+}
+
+/// A relationship still copying for a few seconds: 16 MiB at 4 MiB/s.
+fn slow_copy(d: &Daemon) {
+    d.cli_ok(&["mkfbvol", "--cap", "16MiB", "src", "tgt"]);
+    d.cli_ok(&["mkflash", "--persist", "--rate", "4MiB", "src:tgt"]);
+}
+
+#[test]
+fn lsflash_watch_prints_one_json_line_per_interval() {
+    let env = Env::new();
+    let d = Daemon::start(&env);
+    slow_copy(&d);
+    let start = Instant::now();
+    let out = d.cli_ok(&["--json", "lsflash", "--watch", "0.4", "--count", "3"]);
+    let took = start.elapsed();
+    let docs: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {e}: {l}")))
+        .collect();
+    assert_eq!(docs.len(), 3, "{out}");
+    // Three listings, two intervals apart.
+    assert!(took >= Duration::from_millis(800), "{took:?}");
+    let left: Vec<u64> = docs
+        .iter()
+        .map(|d| {
+            let rels = d.as_array().expect("array");
+            assert_eq!(rels.len(), 1, "{d}");
+            assert_eq!(rels[0]["source"], "src");
+            rels[0]["out_of_sync_tracks"].as_u64().expect("tracks")
+        })
+        .collect();
+    assert!(left.windows(2).all(|w| w[1] <= w[0]), "{left:?}");
+    assert!(left[2] < left[0], "the copy did not move: {left:?}");
+
+    // A pipe gets plain tables after a timestamp line, no escape codes.
+    let out = d.cli_ok(&["lsflash", "--watch", "0.2", "--count", "2", "src:tgt"]);
+    assert!(!out.contains('\x1b'), "{out:?}");
+    let stamps = out
+        .lines()
+        .filter(|l| l.starts_with("--- ") && l.ends_with(" UTC ---"));
+    assert_eq!(stamps.count(), 2, "{out}");
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with("ID ")).count(),
+        2,
+        "{out}"
+    );
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with("src:tgt ")).count(),
+        2,
+        "{out}"
+    );
+
+    // Bad intervals and counts are usage errors.
+    for bad in [
+        &["lsflash", "--watch", "0"][..],
+        &["lsflash", "--watch", "fast"],
+        &["lsflash", "--count", "2"],
+        &["lsflash", "--watch", "1", "--count", "0"],
+    ] {
+        let (code, err) = one_line_error(&d.cli(bad));
+        assert_eq!(code, 2, "{bad:?}: {err}");
+    }
+}
+
+/// Runs `tzero --data DIR ARGS` on a pseudo-terminal (util-linux `script`),
+/// returning its exit status and everything it wrote, escapes included.
+fn on_terminal(d: &Daemon, args: &str) -> (bool, String) {
+    let cmd = format!("{TZERO} --data {} {args}", d.data.display());
+    let out = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .env("COLUMNS", "160")
+        .env("LINES", "40")
+        .output()
+        .expect("run script");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn lsflash_watch_redraws_in_place_on_a_terminal() {
+    if !have("script") {
+        return;
+    }
+    let env = Env::new();
+    let d = Daemon::start(&env);
+    slow_copy(&d);
+    let (ok, raw) = on_terminal(&d, "lsflash --watch 0.3 --count 3");
+    assert!(ok, "{raw}");
+    // One bar per relationship in every frame, with its percentage.
+    let frames = raw.matches("Every 0.3s: tzero lsflash").count();
+    assert_eq!(frames, 3, "{raw:?}");
+    let bars = raw
+        .lines()
+        .filter(|l| l.contains("src:tgt") && (l.contains("  [#") || l.contains("  [-")))
+        .count();
+    assert!(bars >= 3, "{raw:?}");
+    // Frames 2 and 3 go back up over the previous one (title, blank line,
+    // header, separator, one row: 5 lines) and clear only what is left;
+    // the screen is never cleared or homed.
+    assert_eq!(raw.matches("\x1b[5A").count(), 2, "{raw:?}");
+    assert!(raw.contains("\x1b[J"), "{raw:?}");
+    assert!(
+        !raw.contains("\x1b[2J") && !raw.contains("\x1b[H"),
+        "{raw:?}"
+    );
+    // The cursor hidden while drawing is shown again at the end.
+    assert!(raw.trim_end().ends_with("\x1b[?25h"), "{raw:?}");
+}
+
+#[test]
+fn wait_shows_one_bar_per_pair_and_fails_on_a_failed_pair() {
+    if !have("script") || !have("qemu-io") {
+        return;
+    }
+    let env = Env::new();
+    let d = Daemon::start(&env);
+    d.cli_ok(&["mkfbvol", "--cap", "8MiB", "a", "b", "c", "d"]);
+    let (ok, raw) = on_terminal(&d, "mkflash --wait --rate 8MiB a:b c:d");
+    assert!(ok, "{raw}");
+    // indicatif redraws with \r and cursor moves: look at the last frame.
+    for pair in ["a:b [", "c:d ["] {
+        assert!(raw.contains(pair), "no bar for {pair}: {raw:?}");
+    }
+    assert!(raw.contains("ETA"), "{raw:?}");
+    assert!(raw.matches("100%  copied").count() >= 2, "{raw:?}");
+    assert!(d.flashes().iter().all(|f| f["state"] == "copied"));
+
+    // A thin target in a 2 MiB pool cannot take 8 MiB: that pair fails,
+    // and --wait says which, with the reason, and exits 1.
+    d.cli_ok(&["mkextpool", "--cap", "2MiB", "p"]);
+    d.cli_ok(&[
+        "mkfbvol",
+        "--cap",
+        "8MiB",
+        "--extpool",
+        "p",
+        "--sam",
+        "ese",
+        "t",
+    ]);
+    d.cli_ok(&["mkfbvol", "--cap", "8MiB", "e", "s"]);
+    qemu_io(&d, "s", &["write -P 0x11 0 8M", "flush"]);
+    let (ok, raw) = on_terminal(&d, "mkflash --wait --rate 8MiB e:b s:t");
+    assert!(!ok, "{raw}");
+    assert!(raw.contains("FAILED: "), "{raw:?}");
+    assert!(
+        raw.contains("tzero: error: FlashCopy pair s:t failed: ")
+            && raw.contains("extent pool p is full"),
+        "{raw:?}"
+    );
+    // Without a terminal the same failure is one error line.
+    d.cli_ok(&["rmflash", "s:t"]);
+    let out = d.cli(&["mkflash", "--wait", "s:t"]);
+    let (code, err) = one_line_error(&out);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("FlashCopy pair s:t failed"), "{err}");
+}
+
+#[test]
+fn ctrl_c_ends_a_live_watch_with_the_cursor_back() {
+    if !have("script") {
+        return;
+    }
+    let env = Env::new();
+    let d = Daemon::start(&env);
+    slow_copy(&d);
+    let cmd = format!("{TZERO} --data {} lsflash --watch 0.2", d.data.display());
+    let script = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run script");
+    // script's child is the tzero CLI; Ctrl-C on a terminal is SIGINT to it.
+    let pid = script.id();
+    let children = format!("/proc/{pid}/task/{pid}/children");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let cli = loop {
+        let text = std::fs::read_to_string(&children).unwrap_or_default();
+        if let Some(c) = text.split_whitespace().next() {
+            break c.to_owned();
+        }
+        assert!(Instant::now() < deadline, "script started no child");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    std::thread::sleep(Duration::from_millis(800));
+    let sent = Command::new("kill")
+        .args(["-INT", &cli])
+        .status()
+        .expect("kill");
+    assert!(sent.success());
+    let out = script.wait_with_output().expect("wait");
+    let raw = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "exit {:?}: {raw:?}", out.status);
+    assert!(raw.matches("Every 0.2s").count() >= 2, "{raw:?}");
+    assert!(raw.trim_end().ends_with("\x1b[?25h"), "{raw:?}");
 }

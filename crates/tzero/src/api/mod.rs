@@ -37,6 +37,7 @@ use crate::api_types::{ErrorCode, Flash};
 mod errors;
 mod flash;
 mod groups;
+pub mod logging;
 mod openapi;
 mod pools;
 mod volumes;

@@ -78,6 +78,23 @@ pub struct LsflashArgs {
     /// Only relationships established with this sequence number.
     #[arg(long, value_name = "N")]
     pub seqnum: Option<u32>,
+    /// List again every SECS seconds (default 2; fractions allowed) until
+    /// Ctrl-C: a live table with a progress bar, copy rate and ETA per
+    /// relationship on a terminal; with --json one JSON line per interval;
+    /// otherwise a plain table per interval after a timestamp line. Put
+    /// pairs before it (`lsflash a:b --watch`): a value after --watch is
+    /// its interval.
+    #[arg(
+        long,
+        value_name = "SECS",
+        num_args = 0..=1,
+        default_missing_value = "2",
+        value_parser = super::watch::interval
+    )]
+    pub watch: Option<std::time::Duration>,
+    /// With --watch: stop after N listings (for scripts).
+    #[arg(long, value_name = "N", requires = "watch", value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: Option<u64>,
     /// Only these relationships.
     #[arg(value_name = "SRC:TGT", value_parser = pair)]
     pub pairs: Vec<Pair>,
@@ -288,6 +305,16 @@ pub(super) async fn lsflash(
     a: LsflashArgs,
     json: bool,
 ) -> anyhow::Result<()> {
+    if let Some(interval) = a.watch {
+        let w = super::watch::Watch {
+            long: a.long,
+            seqnum: a.seqnum,
+            pairs: &a.pairs,
+            interval,
+            count: a.count,
+        };
+        return super::watch::watch(client, w, json).await;
+    }
     let rels = if a.pairs.is_empty() {
         match a.seqnum {
             Some(n) => client.flashes_with_seqnum(n).await?,

@@ -3,7 +3,8 @@
 //! This module holds the top-level clap definition, the global flags and the
 //! dispatch; each resource's verbs (their arguments and handlers) live in
 //! their own module: [`volumes`], [`pools`], [`flash`], [`groups`],
-//! [`revert`].
+//! [`revert`]; `progress` draws `--wait`'s bars and `watch` runs
+//! `lsflash --watch`.
 //!
 //! Everything the CLI can check by itself (sizes, `SRC:TGT` syntax, URLs) is
 //! checked while parsing, before any request is sent, so a typo never
@@ -17,6 +18,7 @@ pub mod pools;
 mod progress;
 pub mod revert;
 pub mod volumes;
+mod watch;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -25,6 +27,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
 use crate::client::{Client, Endpoint};
+use crate::serve::LogFormat;
 use common::{api_addr, size, Batch};
 pub use common::{pair, Pair};
 use flash::{
@@ -146,6 +149,10 @@ pub struct ServeArgs {
     /// Write cache size (e.g. 256MiB).
     #[arg(long, value_name = "SIZE", value_parser = size)]
     pub cache: Option<u64>,
+    /// Log lines on stderr: `text` for people, `json` for log collectors
+    /// (one JSON object per line; admin actions have target `tzero::admin`).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, value_name = "FORMAT")]
+    pub log_format: LogFormat,
 }
 
 /// Parses the process's command line, including the checks between flags
@@ -212,6 +219,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     .unwrap_or_else(|| DEFAULT_API_ADDR.to_owned()),
                 nbd_addr: args.nbd,
                 cache_bytes: args.cache,
+                log_format: args.log_format,
             })?;
             Ok(ExitCode::SUCCESS)
         }

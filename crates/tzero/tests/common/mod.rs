@@ -63,11 +63,16 @@ pub struct Daemon {
 impl Daemon {
     /// Starts a daemon on fresh ports and waits until it answers.
     pub fn start(env: &Env) -> Daemon {
+        Daemon::start_with(env, &[])
+    }
+
+    /// [`Daemon::start`] with more `serve` arguments (`--log-format json`).
+    pub fn start_with(env: &Env, serve_args: &[&str]) -> Daemon {
         // Another test may grab a port between our probe and the daemon's
         // bind; try a few times.
         for attempt in 0..5 {
             let (nbd, api) = (free_port(), free_port());
-            match Daemon::try_start(env, nbd, api) {
+            match Daemon::try_start_with(env, nbd, api, serve_args) {
                 Ok(d) => return d,
                 Err(log) if attempt < 4 => eprintln!("daemon start failed, retrying:\n{log}"),
                 Err(log) => panic!("daemon did not start:\n{log}"),
@@ -78,6 +83,16 @@ impl Daemon {
 
     /// Starts a daemon on given ports (a restart keeps its ports).
     pub fn try_start(env: &Env, nbd_port: u16, api_port: u16) -> Result<Daemon, String> {
+        Daemon::try_start_with(env, nbd_port, api_port, &[])
+    }
+
+    /// [`Daemon::try_start`] with more `serve` arguments.
+    pub fn try_start_with(
+        env: &Env,
+        nbd_port: u16,
+        api_port: u16,
+        serve_args: &[&str],
+    ) -> Result<Daemon, String> {
         let data = env.data();
         let log = env.path(&format!("daemon-{nbd_port}.log"));
         let log_file = std::fs::OpenOptions::new()
@@ -90,6 +105,7 @@ impl Daemon {
             .arg(&data)
             .args(["--nbd", &format!("127.0.0.1:{nbd_port}")])
             .args(["--api", &format!("127.0.0.1:{api_port}")])
+            .args(serve_args)
             .env("RUST_LOG", "info,tzero=debug")
             .env_remove("TZERO_DATA")
             .env_remove("TZERO_API")
