@@ -12,82 +12,45 @@ use serde::Serialize;
 use crate::api_types::{Flash, FlashState, Pool, Volume};
 use crate::units::format_size;
 
-/// A DSCLI-style table: a header line, a line of `=` under it, then one
-/// line per row; columns left-aligned, two spaces apart, no borders and no
-/// colour, so scripts (and the integration tests) can split it where the
-/// header's words start.
-///
-/// Laid out here rather than by `comfy-table`, which did the same layout
-/// at twice the cost: `lsflash -l` of 1,000 relationships spent more time
-/// in its per-cell formatting than in everything else together (issue 11,
-/// BENCHMARKS.md).
-pub struct Table {
-    headers: Vec<&'static str>,
-    rows: Vec<Vec<String>>,
-}
+/// A DSCLI-style table, laid out by `comfy-table`: a header line, a line of
+/// `=` under it, then one line per row; columns left-aligned, two spaces
+/// apart, no borders and no colour, so scripts (and the integration tests)
+/// can split it where the header's words start.
+pub struct Table(comfy_table::Table);
 
 /// The gap between columns.
-const COLUMN_GAP: usize = 2;
+const COLUMN_GAP: u16 = 2;
 
 impl Table {
     pub fn new(headers: Vec<&'static str>) -> Self {
-        Table {
-            headers,
-            rows: Vec::new(),
+        let mut t = comfy_table::Table::new();
+        // No borders or lines but the header's separator.
+        t.load_preset(comfy_table::presets::NOTHING);
+        t.set_style(comfy_table::TableComponent::HeaderLines, '=');
+        let columns = headers.len();
+        t.set_header(headers);
+        for (i, column) in t.column_iter_mut().enumerate() {
+            // The gap is right padding, none after the last column, so the
+            // `=` line ends where the widest line does.
+            let right = if i + 1 == columns { 0 } else { COLUMN_GAP };
+            column.set_padding((0, right));
         }
+        Table(t)
     }
 
     pub fn row(&mut self, cells: Vec<String>) {
-        self.rows.push(cells);
+        self.0.add_row(cells);
     }
-}
-
-/// Display width of a cell: volume names and reasons may hold any UTF-8.
-fn width(s: &str) -> usize {
-    if s.is_ascii() {
-        s.len()
-    } else {
-        console::measure_text_width(s)
-    }
-}
-
-/// One line of cells padded to `widths`, without trailing spaces.
-fn push_line<'a>(out: &mut String, cells: impl Iterator<Item = &'a str>, widths: &[usize]) {
-    let start = out.len();
-    for (i, (cell, w)) in cells.zip(widths).enumerate() {
-        if i > 0 {
-            out.extend(std::iter::repeat_n(' ', COLUMN_GAP));
-        }
-        out.push_str(cell);
-        out.extend(std::iter::repeat_n(' ', w.saturating_sub(width(cell))));
-    }
-    let end = start + out[start..].trim_end().len();
-    out.truncate(end);
-    out.push('\n');
 }
 
 impl fmt::Display for Table {
-    /// Every line ends in a newline and no trailing spaces; the `=` line is
-    /// as long as the widest line.
+    /// Every line ends in a newline and no trailing spaces (the last
+    /// column's cells are padded to its width otherwise).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let columns = self.headers.len();
-        let mut widths: Vec<usize> = self.headers.iter().map(|h| width(h)).collect();
-        for row in &self.rows {
-            for (w, cell) in widths.iter_mut().zip(row) {
-                *w = (*w).max(width(cell));
-            }
+        for line in self.0.lines() {
+            writeln!(f, "{}", line.trim_end())?;
         }
-        let total = widths.iter().sum::<usize>() + COLUMN_GAP * columns.saturating_sub(1);
-        // One buffer, one write per table: a line per `write!` would cost
-        // more than the layout.
-        let mut out = String::with_capacity((total + 1) * (self.rows.len() + 2));
-        push_line(&mut out, self.headers.iter().copied(), &widths);
-        out.extend(std::iter::repeat_n('=', total));
-        out.push('\n');
-        for row in &self.rows {
-            push_line(&mut out, row.iter().map(String::as_str), &widths);
-        }
-        f.write_str(&out)
+        Ok(())
     }
 }
 
@@ -390,10 +353,5 @@ mod tests {
             Table::new(vec!["Name", "ID"]).to_string(),
             "Name  ID\n========\n"
         );
-        // Widths are display widths; short rows leave their cells empty.
-        let mut t = Table::new(vec!["N", "State"]);
-        t.row(vec!["ü-vol".into(), "ok".into()]);
-        t.row(vec!["b".into()]);
-        assert_eq!(t.to_string(), "N      State\n============\nü-vol  ok\nb\n");
     }
 }
