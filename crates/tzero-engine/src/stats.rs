@@ -72,16 +72,11 @@ impl Histogram {
     }
 
     pub fn snapshot(&self) -> HistogramSnapshot {
-        let mut cumulative = [0u64; 16];
-        let mut running = 0;
-        for (i, c) in cumulative.iter_mut().enumerate() {
-            running += self.buckets[i].load(Ordering::Relaxed);
-            *c = running;
-        }
-        let count = running + self.buckets[16].load(Ordering::Relaxed);
+        let per_bucket: [u64; 17] =
+            std::array::from_fn(|i| self.buckets[i].load(Ordering::Relaxed));
         HistogramSnapshot {
-            cumulative,
-            count,
+            per_bucket,
+            count: per_bucket.iter().sum(),
             sum_seconds: self.sum_ns.load(Ordering::Relaxed) as f64 / 1e9,
         }
     }
@@ -90,22 +85,29 @@ impl Histogram {
 /// A histogram as read at one moment.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HistogramSnapshot {
-    /// Observations `<=` each of [`LATENCY_BOUNDS`], cumulative, as Prometheus buckets are.
-    pub cumulative: [u64; 16],
+    /// Observations in each bucket alone (not cumulative): `(previous bound, bound]` of
+    /// [`LATENCY_BOUNDS`], then above the last bound.
+    pub per_bucket: [u64; 17],
     /// Every observation (the `+Inf` bucket).
     pub count: u64,
     pub sum_seconds: f64,
 }
 
 impl HistogramSnapshot {
-    /// `(upper bound, cumulative count)` pairs, the `+Inf` bucket last.
+    /// `(upper bound, observations in that bucket alone)`, the `+Inf` bucket last: the form
+    /// prometheus-client's encoders take, which make the counts cumulative as they write.
     pub fn buckets(&self) -> Vec<(f64, u64)> {
         LATENCY_BOUNDS
             .iter()
             .copied()
-            .zip(self.cumulative)
-            .chain(std::iter::once((f64::INFINITY, self.count)))
+            .chain(std::iter::once(f64::INFINITY))
+            .zip(self.per_bucket)
             .collect()
+    }
+
+    /// Observations `<=` the `i`-th bound, as a Prometheus `le` bucket counts them.
+    pub fn cumulative(&self, i: usize) -> u64 {
+        self.per_bucket[..=i].iter().sum()
     }
 }
 
@@ -166,7 +168,7 @@ mod tests {
     #[test]
     fn bounds_agree() {
         for (s, ns) in LATENCY_BOUNDS.iter().zip(BOUNDS_NS) {
-            assert_eq!((s * 1e9).round() as u64, ns);
+            assert!((s * 1e9 - ns as f64).abs() < 0.5, "{s} s vs {ns} ns");
         }
         assert!(BOUNDS_NS.windows(2).all(|w| w[0] < w[1]));
     }
@@ -182,17 +184,19 @@ mod tests {
         let s = h.snapshot();
         assert_eq!(s.count, 5);
         assert_eq!(h.count(), 5);
-        assert_eq!(s.cumulative[0], 2);
-        assert_eq!(s.cumulative[1], 3);
-        assert_eq!(s.cumulative[5], 3, "2.5 ms bucket");
-        assert_eq!(s.cumulative[6], 4, "5 ms bucket");
-        assert_eq!(s.cumulative[15], 4, "10 s bucket");
+        assert_eq!(s.cumulative(0), 2);
+        assert_eq!(s.cumulative(1), 3);
+        assert_eq!(s.cumulative(5), 3, "2.5 ms bucket");
+        assert_eq!(s.cumulative(6), 4, "5 ms bucket");
+        assert_eq!(s.cumulative(15), 4, "10 s bucket");
+        assert_eq!(s.cumulative(16), 5, "+Inf");
         let want = 10e-6 + 50e-6 + 51e-6 + 3e-3 + 60.0;
         assert!((s.sum_seconds - want).abs() < 1e-9, "{}", s.sum_seconds);
         let b = s.buckets();
         assert_eq!(b.len(), 17);
-        assert_eq!(b[16], (f64::INFINITY, 5));
-        assert!(b.windows(2).all(|w| w[0].1 <= w[1].1), "cumulative");
+        assert_eq!(b[16], (f64::INFINITY, 1));
+        assert_eq!(b[6], (0.005, 1));
+        assert_eq!(b.iter().map(|(_, n)| n).sum::<u64>(), s.count);
     }
 
     #[test]

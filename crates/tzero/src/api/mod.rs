@@ -37,6 +37,7 @@ use crate::api_types::{ErrorCode, Flash};
 mod errors;
 mod flash;
 mod groups;
+mod metrics;
 mod openapi;
 mod pools;
 mod volumes;
@@ -116,6 +117,7 @@ fn api_router() -> OpenApiRouter<Engine> {
         .routes(routes!(groups::commit_by_seqnum))
         .routes(routes!(groups::revert_by_seqnum))
         .routes(routes!(openapi::serve))
+        .routes(routes!(metrics::serve))
 }
 
 /// The API without authentication, for the unix socket.
@@ -124,6 +126,7 @@ pub fn router(engine: Engine) -> Router {
     routes
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn(metrics::track))
         .with_state(engine)
 }
 
