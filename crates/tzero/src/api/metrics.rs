@@ -53,3 +53,24 @@ fn method_label(m: &Method) -> &'static str {
         _ => "other",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documented_as_text_plain() {
+        let doc = super::super::openapi_document();
+        let ok = &doc["paths"]["/metrics"]["get"]["responses"]["200"]["content"];
+        assert!(ok["text/plain"]["schema"]["type"] == "string", "{ok}");
+        let unauthorized = &doc["paths"]["/metrics"]["get"]["responses"]["401"];
+        assert!(unauthorized.is_object(), "the TCP token applies here too");
+    }
+
+    #[test]
+    fn unknown_methods_share_one_label() {
+        let odd = Method::from_bytes(b"BREW").expect("method");
+        assert_eq!(method_label(&odd), "other");
+        assert_eq!(method_label(&Method::DELETE), "DELETE");
+    }
+}
