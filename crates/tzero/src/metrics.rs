@@ -179,9 +179,12 @@ impl Metrics {
         let volumes = engine.volumes();
         let io = {
             let mut map = self.volumes.lock().unwrap_or_else(|p| p.into_inner());
-            // A deleted volume's counters go with it; connections still open to it hold their
-            // own `Arc` and fail their I/O anyway.
-            map.retain(|name, _| volumes.iter().any(|v| &v.name == name));
+            // A deleted volume's counters go once no connection holds them (the output shows
+            // only listed volumes anyway). Counters still held are kept: they may belong to a
+            // volume created and opened since `volumes` was read.
+            map.retain(|name, io| {
+                Arc::strong_count(io) > 1 || volumes.iter().any(|v| &v.name == name)
+            });
             map.iter().map(|(n, io)| (n.clone(), io.clone())).collect()
         };
         let scrape = Scrape {
