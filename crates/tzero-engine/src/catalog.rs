@@ -207,6 +207,8 @@ impl StorageBackend for RedbBackend {
 pub struct Catalog {
     db: Database,
     reserve: Arc<Reserve>,
+    /// Every commit of a [`Change`] and how long it took (monitoring).
+    pub commits: crate::stats::Histogram,
 }
 
 /// Everything the catalog holds, except bitmaps (loaded per relationship).
@@ -219,7 +221,7 @@ pub struct CatalogContents {
 /// One atomic change of the catalog.
 pub struct Change<'a> {
     txn: redb::WriteTransaction,
-    _catalog: &'a Catalog,
+    catalog: &'a Catalog,
 }
 
 fn decode<T: for<'de> Deserialize<'de>>(key: String, s: &str) -> Result<T, CatalogError> {
@@ -237,7 +239,11 @@ impl Catalog {
             .set_cache_size(16 << 20)
             .create_with_backend(RedbBackend(reserve.clone()))
             .map_err(CatalogError::db)?;
-        let catalog = Catalog { db, reserve };
+        let catalog = Catalog {
+            db,
+            reserve,
+            commits: Default::default(),
+        };
         let txn = catalog.db.begin_write().map_err(CatalogError::db)?;
         {
             let mut meta = txn.open_table(META).map_err(CatalogError::db)?;
@@ -304,7 +310,7 @@ impl Catalog {
         self.reserve.top_up_lazily();
         Ok(Change {
             txn: self.db.begin_write().map_err(CatalogError::db)?,
-            _catalog: self,
+            catalog: self,
         })
     }
 
@@ -411,7 +417,10 @@ impl Change<'_> {
 
     /// Makes the change durable (one sync).
     pub fn commit(self) -> Result<(), CatalogError> {
-        self.txn.commit().map_err(CatalogError::db)
+        let began = std::time::Instant::now();
+        let committed = self.txn.commit().map_err(CatalogError::db);
+        self.catalog.commits.observe(began.elapsed());
+        committed
     }
 }
 

@@ -113,6 +113,7 @@ impl Inner {
                         rel.bitmap.set(*t);
                     }
                     rel.mark_unpersisted(todo[i..j].iter().map(|(t, _)| *t));
+                    rel.counters.add_copied(end - start);
                     copied += (j - i) as u64;
                     i = j;
                 }

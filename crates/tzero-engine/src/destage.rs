@@ -97,7 +97,9 @@ impl Inner {
             return Ok(0);
         }
         let held: u64 = entries.iter().map(|(_, p)| p.bytes()).sum();
+        let began = std::time::Instant::now();
         let result = self.destage_entries(topology, vol, &entries);
+        self.counters.destage.observe(began.elapsed());
         {
             let mut in_flight = vol.in_flight.lock();
             for (t, _) in &entries {

@@ -18,6 +18,7 @@ use crate::catalog::{
 };
 use crate::geometry::Geometry;
 use crate::graph::VolId;
+use crate::stats::RelCounters;
 use crate::storage::BlockFile;
 use crate::volume::Volume;
 use parking_lot::Mutex;
@@ -83,6 +84,13 @@ pub struct FlashInfo {
     pub revertible: bool,
     /// A revertible resync awaits `commitflash` or `revertflash`.
     pub revert_pending: bool,
+    /// Bytes the background copy wrote to the target. In memory: counted since the daemon
+    /// started or the relationship was established, whichever is later (see [`crate::stats`]).
+    pub copied_bytes: u64,
+    /// Tracks (and their bytes) copied to the target by copy-on-write, before a host write
+    /// replaced their T0 data; counted like `copied_bytes`.
+    pub cow_tracks: u64,
+    pub cow_bytes: u64,
 }
 
 /// Index of the source side in [`Rel::changed`].
@@ -126,6 +134,8 @@ pub(crate) struct Rel {
     pub withdrawn: AtomicBool,
     /// Where the background copy looks for the next clear bit.
     pub copy_cursor: AtomicU64,
+    /// Monitoring: bytes copied in the background and by copy-on-write.
+    pub counters: RelCounters,
 }
 
 impl Rel {
@@ -153,6 +163,7 @@ impl Rel {
             record: Mutex::new(record),
             withdrawn: AtomicBool::new(false),
             copy_cursor: AtomicU64::new(0),
+            counters: RelCounters::default(),
         }
     }
 
@@ -245,6 +256,9 @@ impl Rel {
             seqnum: r.seqnum,
             revertible: r.revertible,
             revert_pending: r.revert_pending,
+            copied_bytes: RelCounters::get(&self.counters.copied_bytes),
+            cow_tracks: RelCounters::get(&self.counters.cow_tracks),
+            cow_bytes: RelCounters::get(&self.counters.cow_bytes),
         }
     }
 }

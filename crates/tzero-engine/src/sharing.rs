@@ -32,6 +32,7 @@ impl Inner {
                 self.fail_rel(rel, &reason);
                 continue;
             }
+            rel.counters.add_cow(rel.geometry.track_len(track));
             if topology.older_reader(rel, track) {
                 rel.shared.set(track);
             }
@@ -64,6 +65,7 @@ impl Inner {
                     self.fail_rel(rel, &reason);
                     continue;
                 }
+                rel.counters.add_cow(rel.geometry.track_len(track));
             }
             // Its copy may be the one older targets read from now.
             rel.shared.set(track);

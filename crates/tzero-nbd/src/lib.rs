@@ -31,4 +31,4 @@ pub mod wire;
 
 pub use device::{nbd_errno, BlockDevice, DeviceError, ExportProvider, Extent};
 pub use error::ConnError;
-pub use server::{serve, serve_connection, NbdServer, ServerConfig};
+pub use server::{serve, serve_connection, ConnStats, NbdServer, ServerConfig};

@@ -8,6 +8,7 @@
 //! comes first.
 
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -70,6 +71,44 @@ impl Default for ServerConfig {
 pub struct NbdServer {
     provider: Arc<dyn ExportProvider>,
     config: Arc<ServerConfig>,
+    stats: Arc<ConnStats>,
+}
+
+/// Connections of [`NbdServer::serve`], for monitoring: plain atomics, bumped once per
+/// connection.
+#[derive(Debug, Default)]
+pub struct ConnStats {
+    accepted: AtomicU64,
+    open: AtomicU64,
+}
+
+impl ConnStats {
+    /// Connections accepted and served (not those closed at the connection limit).
+    pub fn accepted(&self) -> u64 {
+        self.accepted.load(Ordering::Relaxed)
+    }
+
+    /// Connections open now.
+    pub fn open(&self) -> u64 {
+        self.open.load(Ordering::Relaxed)
+    }
+}
+
+/// Counts one open connection until dropped (its task ends or is aborted).
+struct OpenConn(Arc<ConnStats>);
+
+impl OpenConn {
+    fn new(stats: &Arc<ConnStats>) -> Self {
+        stats.accepted.fetch_add(1, Ordering::Relaxed);
+        stats.open.fetch_add(1, Ordering::Relaxed);
+        OpenConn(stats.clone())
+    }
+}
+
+impl Drop for OpenConn {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Resolves once the shutdown flag is `true`. If the sender is dropped
@@ -90,11 +129,17 @@ impl NbdServer {
         Self {
             provider,
             config: Arc::new(config),
+            stats: Arc::default(),
         }
     }
 
     pub fn config(&self) -> &ServerConfig {
         &self.config
+    }
+
+    /// The connection counters of [`NbdServer::serve`] (shared by every clone).
+    pub fn stats(&self) -> Arc<ConnStats> {
+        self.stats.clone()
     }
 
     /// Accepts TCP connections until shutdown, then waits (bounded) for the
@@ -124,8 +169,9 @@ impl NbdServer {
                         let span = tracing::info_span!(
                             "nbd_conn", %peer, export = tracing::field::Empty
                         );
+                        let open = OpenConn::new(&self.stats);
                         conns.spawn(async move {
-                            let _permit = permit;
+                            let (_permit, _open) = (permit, open);
                             debug!("connected");
                             match this.serve_tcp(stream, sd).await {
                                 Ok(()) => debug!("disconnected"),

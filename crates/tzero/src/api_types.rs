@@ -278,6 +278,21 @@ pub struct Flash {
     #[serde(default)]
     #[schema(required = true)]
     pub revert_pending: bool,
+    /// Bytes the background copy wrote to the target. Counted in memory:
+    /// since the daemon started or the relationship was established,
+    /// whichever is later (a resync does not reset it).
+    #[serde(default)]
+    #[schema(required = true)]
+    pub copied_bytes: u64,
+    /// Tracks copied to the target by copy-on-write (a host write was about
+    /// to replace their T0 data); counted like `copied_bytes`.
+    #[serde(default)]
+    #[schema(required = true)]
+    pub cow_tracks: u64,
+    /// Bytes of those copy-on-write tracks; counted like `copied_bytes`.
+    #[serde(default)]
+    #[schema(required = true)]
+    pub cow_bytes: u64,
 }
 
 impl From<tzero_engine::FlashInfo> for Flash {
@@ -303,6 +318,9 @@ impl From<tzero_engine::FlashInfo> for Flash {
             seqnum: f.seqnum,
             revertible: f.revertible,
             revert_pending: f.revert_pending,
+            copied_bytes: f.copied_bytes,
+            cow_tracks: f.cow_tracks,
+            cow_bytes: f.cow_bytes,
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod api;
 pub mod api_types;
 pub mod cli;
 pub mod client;
+pub mod metrics;
 pub mod nbd_export;
 pub mod output;
 pub mod serve;

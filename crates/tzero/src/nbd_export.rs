@@ -6,11 +6,18 @@
 //! that client's I/O (`IoError::Deleted` → EIO) instead of reaching another
 //! volume that later takes the same name. Engine I/O errors become device
 //! errors in exactly one function, [`device_error`].
+//!
+//! Each connection also takes its volume's I/O counters ([`VolumeIo`]) when it
+//! opens the export, so a request costs a few atomic adds to count, never a
+//! lock or a lookup.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use tzero_engine::{Engine, IoError, VolumeHandle};
 use tzero_nbd::{BlockDevice, DeviceError, ExportProvider, Extent};
+
+use crate::metrics::{Op, VolumeIo};
 
 /// Serves every volume of an engine.
 pub struct EngineExports {
@@ -32,7 +39,8 @@ impl ExportProvider for EngineExports {
         match self.engine.handle(name) {
             Ok(handle) => {
                 tracing::debug!(volume = name, "NBD export opened");
-                Some(Arc::new(VolumeDevice::new(handle)))
+                let io = crate::metrics::global().volume_io(name);
+                Some(Arc::new(VolumeDevice::new(handle, io)))
             }
             Err(e) => {
                 tracing::info!(
@@ -58,11 +66,26 @@ impl ExportProvider for EngineExports {
 /// per write (`IoError::ReadOnly`).
 pub struct VolumeDevice {
     handle: VolumeHandle,
+    io: Arc<VolumeIo>,
 }
 
 impl VolumeDevice {
-    pub fn new(handle: VolumeHandle) -> Self {
-        VolumeDevice { handle }
+    pub fn new(handle: VolumeHandle, io: Arc<VolumeIo>) -> Self {
+        VolumeDevice { handle, io }
+    }
+
+    /// Runs one host request and counts it: its latency, its bytes if it
+    /// succeeded, its failure if not.
+    fn counted(
+        &self,
+        op: Op,
+        bytes: u64,
+        run: impl FnOnce() -> Result<(), IoError>,
+    ) -> Result<(), DeviceError> {
+        let began = Instant::now();
+        let result = run();
+        self.io.record(op, began, result.is_ok(), bytes);
+        result.map_err(|e| self.fail(op.as_str(), e))
     }
 
     /// Maps an engine error and logs the ones that mean something broke.
@@ -111,28 +134,27 @@ impl BlockDevice for VolumeDevice {
     }
 
     fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), DeviceError> {
-        self.handle
-            .read(offset, buf)
-            .map_err(|e| self.fail("read", e))
+        let len = buf.len() as u64;
+        self.counted(Op::Read, len, || self.handle.read(offset, buf))
     }
 
     fn write(&self, offset: u64, data: &[u8], fua: bool) -> Result<(), DeviceError> {
-        self.handle
-            .write(offset, data, fua)
-            .map_err(|e| self.fail("write", e))
+        self.counted(Op::Write, data.len() as u64, || {
+            self.handle.write(offset, data, fua)
+        })
     }
 
     fn flush(&self) -> Result<(), DeviceError> {
-        self.handle.flush().map_err(|e| self.fail("flush", e))
+        self.counted(Op::Flush, 0, || self.handle.flush())
     }
 
     /// A discard is a zeroing punch: the engine then frees the space and
     /// still copies the source's T0 data to its targets first, which a plain
     /// "ignore the hint" would also preserve but without freeing anything.
     fn trim(&self, offset: u64, len: u64, fua: bool) -> Result<(), DeviceError> {
-        self.handle
-            .write_zeroes(offset, len, true, fua)
-            .map_err(|e| self.fail("trim", e))
+        self.counted(Op::Trim, len, || {
+            self.handle.write_zeroes(offset, len, true, fua)
+        })
     }
 
     fn write_zeroes(
@@ -142,9 +164,9 @@ impl BlockDevice for VolumeDevice {
         no_hole: bool,
         fua: bool,
     ) -> Result<(), DeviceError> {
-        self.handle
-            .write_zeroes(offset, len, !no_hole, fua)
-            .map_err(|e| self.fail("write_zeroes", e))
+        self.counted(Op::WriteZeroes, len, || {
+            self.handle.write_zeroes(offset, len, !no_hole, fua)
+        })
     }
 
     /// The engine reports allocation of what the volume's view reads from

@@ -150,7 +150,10 @@ async fn serve(cfg: &ServeConfig, engine: Engine, token: Arc<str>) -> anyhow::Re
             .into_future(),
     );
     let provider = Arc::new(EngineExports::new(engine));
-    let mut nbd = tokio::spawn(tzero_nbd::serve(nbd_listener, provider, stop_rx.clone()));
+    let nbd_server = tzero_nbd::NbdServer::new(provider, tzero_nbd::ServerConfig::default());
+    crate::metrics::global().set_nbd(nbd_server.stats());
+    let nbd_stop = stop_rx.clone();
+    let mut nbd = tokio::spawn(async move { nbd_server.serve(nbd_listener, nbd_stop).await });
 
     tracing::info!(
         nbd = %cfg.nbd_addr,

@@ -14,6 +14,7 @@ fn package(tool: &str) -> &str {
     match tool {
         "qemu-io" | "qemu-img" => "qemu-utils",
         "nbdinfo" | "nbdcopy" => "libnbd-bin",
+        "promtool" => "prometheus",
         other => other,
     }
 }

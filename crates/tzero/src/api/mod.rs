@@ -38,6 +38,7 @@ mod errors;
 mod flash;
 mod groups;
 pub mod logging;
+mod metrics;
 mod openapi;
 mod pools;
 mod volumes;
@@ -117,6 +118,7 @@ fn api_router() -> OpenApiRouter<Engine> {
         .routes(routes!(groups::commit_by_seqnum))
         .routes(routes!(groups::revert_by_seqnum))
         .routes(routes!(openapi::serve))
+        .routes(routes!(metrics::serve))
 }
 
 /// Which listener a request came in on: handlers that describe the API
@@ -139,6 +141,7 @@ fn routes(engine: Engine, listener: Listener) -> Router {
     routes
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn(metrics::track))
         .with_state(engine)
         .layer(Extension(listener))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
