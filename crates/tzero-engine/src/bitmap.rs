@@ -68,14 +68,15 @@ impl Chunk {
             return 0;
         }
         let (first, last) = ((lo / 64) as usize, ((hi - 1) / 64) as usize);
+        let tail = hi % 64;
         let mut n = 0u64;
         for w in first..=last {
             let mut word = self.words[w].load(Ordering::Acquire);
             if w == first {
                 word &= u64::MAX << (lo % 64);
             }
-            if w == last && hi % 64 != 0 {
-                word &= (1u64 << (hi % 64)) - 1;
+            if w == last && tail > 0 {
+                word &= (1u64 << tail) - 1;
             }
             n += u64::from(word.count_ones());
         }
