@@ -352,8 +352,14 @@ function flashRow(f) {
     speed = fmtBytes(Math.max(0, r.copy) * f.track_size) + "/s";
     eta = r.copy > 0 ? fmtDuration(f.out_of_sync_tracks / r.copy) : "stalled";
   }
+  // cow_tracks / cow_bytes are newer fields: a daemon without them shows "—", not a false 0.
   const cowTracks = f.cow_tracks ?? 0;
-  const cow = el("span", {}, fmtBytes(f.cow_bytes ?? 0) + " ", el("span", { class: "muted" }, "(" + cowTracks + " tr)"));
+  const cow = el("span", {});
+  if (f.cow_tracks === undefined && f.cow_bytes === undefined) {
+    cow.append(el("span", { class: "muted", title: "this daemon reports no copy-on-write counters" }, "—"));
+  } else {
+    cow.append(fmtBytes(f.cow_bytes ?? 0) + " ", el("span", { class: "muted" }, "(" + cowTracks + " tr)"));
+  }
   if (r.cow) cow.append(el("span", { class: "muted" }, " +" + r.cow.toFixed(0) + "/s"));
   const bar = el("span", { class: "bar" }, el("i", {}));
   bar.firstChild.style.width = ((100 * copied) / Math.max(1, total)).toFixed(2) + "%";
