@@ -146,7 +146,7 @@ def browser():
     opts = webdriver.ChromeOptions()
     opts.binary_location = shutil.which("chromium")
     for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-              "--window-size=1600,1250", "--force-device-scale-factor=1", "--hide-scrollbars"):
+              "--window-size=1600,1120", "--force-device-scale-factor=1", "--hide-scrollbars"):
         opts.add_argument(a)
     return webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=opts)
 
