@@ -24,7 +24,7 @@ const CHUNK_WORDS: usize = (CHUNK_BITS / 64) as usize;
 pub const CHUNK_RECORD_BYTES: usize = 1 + 4 + CHUNK_WORDS * 8;
 const CHUNK_FORMAT_VERSION: u8 = 1;
 
-/// Most buckets [`Bitmap::downsample`] fills; more are clamped to this, so a request can never
+/// Most buckets `Bitmap::downsample` fills; more are clamped to this, so a request can never
 /// make the engine allocate without bound.
 pub const MAX_BUCKETS: u64 = 65536;
 
