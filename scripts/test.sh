@@ -3,7 +3,8 @@
 # (qemu-io/qemu-img, nbdinfo/nbdcopy, nbdkit, fio), promtool (package prometheus: it checks /metrics)
 # and the tools of the full-disk tests (mkfs.ext4,
 # losetup; those tests mount a tmpfs and a loop ext4, so they need root) when they are missing,
-# then runs every test: cargo's, then schemathesis against the API.
+# then runs every test: cargo's, schemathesis against the API, and the web console's browser
+# test (tests/console, headless Chromium).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,7 +28,18 @@ fi
 
 cargo test --workspace --release "$@"
 # The API, property-tested over TCP and over the unix socket (60 s each) against the daemon
-# binary the tests above built (only for the whole run: arguments select cargo tests).
+# binary the tests above built, and the web console in headless Chromium (tests/console). Only
+# for the whole run: arguments select cargo tests.
 if [ $# -eq 0 ]; then
   tests/api/schemathesis.sh 60
+
+  command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 || {
+    sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+    echo "installing: chromium chromium-driver"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium chromium-driver >/dev/null
+  }
+  python3 -c 'import selenium' 2>/dev/null || python3 -m pip install -q selenium
+  cargo build --release -q
+  python3 tests/console/test_console.py
 fi

@@ -6,6 +6,11 @@
 //! and 64 TiB. Bits are atomics so readers can test them under a shared track lock while the
 //! track's writer (which holds it exclusively) sets them. Chunks that changed since the last
 //! persist are remembered so the catalog writes only those.
+//!
+//! Each chunk also keeps the number of its set bits, changed with the bits by every operation,
+//! so a summary of the whole bitmap ([`Bitmap::downsample`], the console's heat map) reads one
+//! counter per chunk and popcounts words only at bucket edges: its cost follows the number of
+//! buckets and chunks, never the number of tracks.
 
 use parking_lot::Mutex;
 use std::collections::BTreeSet;
@@ -19,11 +24,71 @@ const CHUNK_WORDS: usize = (CHUNK_BITS / 64) as usize;
 pub const CHUNK_RECORD_BYTES: usize = 1 + 4 + CHUNK_WORDS * 8;
 const CHUNK_FORMAT_VERSION: u8 = 1;
 
+/// Most buckets `Bitmap::downsample` fills; more are clamped to this, so a request can never
+/// make the engine allocate without bound.
+pub const MAX_BUCKETS: u64 = 65536;
+
+/// One allocated chunk: its words and how many of their bits are set.
+#[derive(Debug)]
+struct Chunk {
+    /// Set bits in `words`. Changed after the word it counts (never under a lock), so a reader
+    /// racing a writer may see it one step behind; each bit's change is counted exactly once,
+    /// so it is exact whenever no writer is mid-operation.
+    set: AtomicU64,
+    words: [AtomicU64; CHUNK_WORDS],
+}
+
+impl Chunk {
+    fn new() -> Box<Chunk> {
+        Box::new(Chunk {
+            set: AtomicU64::new(0),
+            words: std::array::from_fn(|_| AtomicU64::new(0)),
+        })
+    }
+
+    /// Set bits among chunk bits `lo..hi`: whole-chunk counter when the range is the chunk,
+    /// otherwise a popcount of the shorter of the range and its complement (at most half the
+    /// chunk's words).
+    fn count_range(&self, lo: u64, hi: u64) -> u64 {
+        debug_assert!(lo <= hi && hi <= CHUNK_BITS);
+        let all = self.set.load(Ordering::Acquire).min(CHUNK_BITS);
+        if lo == 0 && hi == CHUNK_BITS {
+            return all;
+        }
+        if hi - lo > CHUNK_BITS / 2 {
+            let outside = self.popcount(0, lo) + self.popcount(hi, CHUNK_BITS);
+            return all.saturating_sub(outside).min(hi - lo);
+        }
+        self.popcount(lo, hi)
+    }
+
+    /// Popcount of chunk bits `lo..hi`, masking the partial words at either end.
+    fn popcount(&self, lo: u64, hi: u64) -> u64 {
+        if lo >= hi {
+            return 0;
+        }
+        let (first, last) = ((lo / 64) as usize, ((hi - 1) / 64) as usize);
+        let tail = hi % 64;
+        let mut n = 0u64;
+        for w in first..=last {
+            let mut word = self.words[w].load(Ordering::Acquire);
+            if w == first {
+                word &= u64::MAX << (lo % 64);
+            }
+            if w == last && tail > 0 {
+                word &= (1u64 << tail) - 1;
+            }
+            n += u64::from(word.count_ones());
+        }
+        n
+    }
+}
+
 /// A lazily allocated bitmap of `len` bits.
 #[derive(Debug)]
 pub struct Bitmap {
     len: u64,
-    chunks: Box<[OnceLock<Box<[AtomicU64]>>]>,
+    chunks: Box<[OnceLock<Box<Chunk>>]>,
     set_count: AtomicU64,
     dirty_chunks: Mutex<BTreeSet<u64>>,
 }
@@ -44,13 +109,40 @@ impl Bitmap {
         self.len
     }
 
-    fn chunk(&self, index: u64) -> Option<&[AtomicU64]> {
+    fn chunk_of(&self, index: u64) -> Option<&Chunk> {
         self.chunks[index as usize].get().map(|c| &**c)
     }
 
+    fn chunk(&self, index: u64) -> Option<&[AtomicU64]> {
+        self.chunk_of(index).map(|c| &c.words[..])
+    }
+
+    fn chunk_or_alloc_of(&self, index: u64) -> &Chunk {
+        self.chunks[index as usize].get_or_init(Chunk::new)
+    }
+
     fn chunk_or_alloc(&self, index: u64) -> &[AtomicU64] {
-        self.chunks[index as usize]
-            .get_or_init(|| (0..CHUNK_WORDS).map(|_| AtomicU64::new(0)).collect())
+        &self.chunk_or_alloc_of(index).words
+    }
+
+    /// Adds `n` set bits to the counters of chunk `index` and of the whole bitmap.
+    fn counted(&self, index: u64, n: u64) {
+        if n > 0 {
+            if let Some(c) = self.chunk_of(index) {
+                c.set.fetch_add(n, Ordering::AcqRel);
+            }
+            self.set_count.fetch_add(n, Ordering::AcqRel);
+        }
+    }
+
+    /// Takes `n` set bits from the counters of chunk `index` and of the whole bitmap.
+    fn uncounted(&self, index: u64, n: u64) {
+        if n > 0 {
+            if let Some(c) = self.chunk_of(index) {
+                c.set.fetch_sub(n, Ordering::AcqRel);
+            }
+            self.set_count.fetch_sub(n, Ordering::AcqRel);
+        }
     }
 
     pub fn get(&self, bit: u64) -> bool {
@@ -72,7 +164,7 @@ impl Bitmap {
             self.chunk_or_alloc(index)[(in_chunk / 64) as usize].fetch_or(mask, Ordering::AcqRel);
         let newly = old & mask == 0;
         if newly {
-            self.set_count.fetch_add(1, Ordering::AcqRel);
+            self.counted(index, 1);
             self.dirty_chunks.lock().insert(index);
         }
         newly
@@ -90,7 +182,7 @@ impl Bitmap {
         let old = chunk[(in_chunk / 64) as usize].fetch_and(!mask, Ordering::AcqRel);
         let was = old & mask != 0;
         if was {
-            self.set_count.fetch_sub(1, Ordering::AcqRel);
+            self.uncounted(index, 1);
             self.dirty_chunks.lock().insert(index);
         }
         was
@@ -136,7 +228,6 @@ impl Bitmap {
     /// Clears every bit that is set in `a` or `b`: a resync's new T0 re-copies those tracks.
     /// Costs one pass over the chunks allocated in `a` or `b`, not over the volume.
     pub fn clear_where(&self, a: &Bitmap, b: &Bitmap) {
-        let mut removed = 0u64;
         let mut dirty = Vec::new();
         for index in 0..self.chunks.len() as u64 {
             let (ca, cb) = (a.chunk(index), b.chunk(index));
@@ -146,7 +237,7 @@ impl Bitmap {
             let Some(mine) = self.chunk(index) else {
                 continue;
             };
-            let mut changed = false;
+            let mut removed = 0u64;
             for w in 0..CHUNK_WORDS {
                 let mask = ca.map_or(0, |c| c[w].load(Ordering::Acquire))
                     | cb.map_or(0, |c| c[w].load(Ordering::Acquire));
@@ -154,17 +245,13 @@ impl Bitmap {
                     continue;
                 }
                 let old = mine[w].fetch_and(!mask, Ordering::AcqRel);
-                let gone = u64::from((old & mask).count_ones());
-                if gone > 0 {
-                    removed += gone;
-                    changed = true;
-                }
+                removed += u64::from((old & mask).count_ones());
             }
-            if changed {
+            if removed > 0 {
+                self.uncounted(index, removed);
                 dirty.push(index);
             }
         }
-        self.set_count.fetch_sub(removed, Ordering::AcqRel);
         self.dirty_chunks.lock().extend(dirty);
     }
 
@@ -172,10 +259,11 @@ impl Bitmap {
     pub fn clear_all(&self) {
         let mut dirty = Vec::new();
         for (index, chunk) in self.chunks.iter().enumerate() {
-            if let Some(words) = chunk.get() {
-                for w in words.iter() {
+            if let Some(c) = chunk.get() {
+                for w in c.words.iter() {
                     w.store(0, Ordering::Release);
                 }
+                c.set.store(0, Ordering::Release);
                 dirty.push(index as u64);
             }
         }
@@ -186,8 +274,8 @@ impl Bitmap {
     /// Sets every bit (allocates every chunk).
     pub fn set_all(&self) {
         for index in 0..self.chunks.len() as u64 {
-            let words = self.chunk_or_alloc(index);
-            for (w, word) in words.iter().enumerate() {
+            let chunk = self.chunk_or_alloc_of(index);
+            for (w, word) in chunk.words.iter().enumerate() {
                 let first_bit = index * CHUNK_BITS + w as u64 * 64;
                 let value = if first_bit >= self.len {
                     0
@@ -198,6 +286,8 @@ impl Bitmap {
                 };
                 word.store(value, Ordering::Release);
             }
+            let bits = (self.len - index * CHUNK_BITS).min(CHUNK_BITS);
+            chunk.set.store(bits, Ordering::Release);
             self.dirty_chunks.lock().insert(index);
         }
         self.set_count.store(self.len, Ordering::Release);
@@ -215,8 +305,7 @@ impl Bitmap {
                     | cb.map_or(0, |c| c[w].load(Ordering::Acquire));
                 if mask != 0 {
                     let old = self.chunk_or_alloc(index)[w].fetch_or(mask, Ordering::AcqRel);
-                    self.set_count
-                        .fetch_add(u64::from((mask & !old).count_ones()), Ordering::AcqRel);
+                    self.counted(index, u64::from((mask & !old).count_ones()));
                     self.dirty_chunks.lock().insert(index);
                 }
             }
@@ -305,7 +394,7 @@ impl Bitmap {
             let old = chunk[w].fetch_or(value, Ordering::AcqRel);
             added += u64::from((value & !old).count_ones());
         }
-        self.set_count.fetch_add(added, Ordering::AcqRel);
+        self.counted(index, added);
         true
     }
 
@@ -313,7 +402,41 @@ impl Bitmap {
     pub fn memory_bytes(&self) -> usize {
         let table = std::mem::size_of_val(&*self.chunks);
         let allocated = self.chunks.iter().filter(|c| c.get().is_some()).count();
-        std::mem::size_of::<Self>() + table + allocated * CHUNK_WORDS * 8
+        std::mem::size_of::<Self>() + table + allocated * std::mem::size_of::<Chunk>()
+    }
+
+    /// Set bits among bits `from..to`: chunk counters for whole chunks, popcounts only for the
+    /// partial chunks at either end; unallocated chunks count zero without being touched.
+    pub fn count_range(&self, from: u64, to: u64) -> u64 {
+        let to = to.min(self.len);
+        if from >= to {
+            return 0;
+        }
+        let (first, last) = (from / CHUNK_BITS, (to - 1) / CHUNK_BITS);
+        let in_chunk = |index: u64, lo: u64, hi: u64| {
+            self.chunk_of(index).map_or(0, |c| c.count_range(lo, hi))
+        };
+        let last_hi = to - last * CHUNK_BITS;
+        if first == last {
+            return in_chunk(first, from % CHUNK_BITS, last_hi);
+        }
+        let middle: u64 = (first + 1..last)
+            .filter_map(|i| self.chunk_of(i))
+            .map(|c| c.set.load(Ordering::Acquire).min(CHUNK_BITS))
+            .sum();
+        in_chunk(first, from % CHUNK_BITS, CHUNK_BITS) + middle + in_chunk(last, 0, last_hi)
+    }
+
+    /// The bitmap summarised in `buckets` buckets (clamped to [`MAX_BUCKETS`] and to one bit per
+    /// bucket): the set bits of each. Bucket `i` of `n` covers bits `i*len/n .. (i+1)*len/n`, so
+    /// buckets differ in size by at most one bit and cover every bit once. Costs one counter per
+    /// chunk and at most half a chunk's words per bucket edge, whatever `len` is.
+    pub fn downsample(&self, buckets: u64) -> Vec<u64> {
+        let n = buckets.clamp(1, MAX_BUCKETS).min(self.len);
+        let edge = |i: u64| (u128::from(i) * u128::from(self.len) / u128::from(n.max(1))) as u64;
+        (0..n)
+            .map(|i| self.count_range(edge(i), edge(i + 1)))
+            .collect()
     }
 }
 
@@ -385,5 +508,125 @@ mod tests {
         let b = Bitmap::new(tracks);
         assert!(b.memory_bytes() < 1 << 20);
         assert_eq!(b.next_clear(12345), Some(12345));
+    }
+
+    /// The reference the summaries are checked against: one `get` per bit.
+    fn naive(b: &Bitmap, from: u64, to: u64) -> u64 {
+        (from..to).filter(|&t| b.get(t)).count() as u64
+    }
+
+    fn naive_downsample(b: &Bitmap, buckets: u64) -> Vec<u64> {
+        let n = buckets.clamp(1, MAX_BUCKETS).min(b.len());
+        (0..n)
+            .map(|i| naive(b, i * b.len() / n, (i + 1) * b.len() / n))
+            .collect()
+    }
+
+    #[test]
+    fn downsample_edges_inside_chunks() {
+        // Three chunks and a bit; 7 buckets put every edge mid-chunk and mid-word.
+        let len = 3 * CHUNK_BITS + 1;
+        let b = Bitmap::new(len);
+        for t in (0..len).filter(|t| t % 3 == 0 || (40_000..50_000).contains(t)) {
+            b.set(t);
+        }
+        let got = b.downsample(7);
+        assert_eq!(got.len(), 7);
+        assert_eq!(got, naive_downsample(&b, 7));
+        assert_eq!(got.iter().sum::<u64>(), b.count());
+        // A bucket that starts and ends inside one word, and one that is a whole chunk.
+        assert_eq!(b.count_range(3, 10), 3);
+        assert_eq!(
+            b.count_range(CHUNK_BITS, 2 * CHUNK_BITS),
+            naive(&b, CHUNK_BITS, 2 * CHUNK_BITS)
+        );
+        assert_eq!(b.count_range(len, len + 5), 0);
+    }
+
+    #[test]
+    fn downsample_more_buckets_than_bits() {
+        let b = Bitmap::new(10);
+        b.set(0);
+        b.set(9);
+        assert_eq!(b.downsample(1000), vec![1, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+        assert_eq!(b.downsample(0), vec![2], "0 buckets is read as one");
+        assert_eq!(Bitmap::new(0).downsample(5), Vec::<u64>::new());
+    }
+
+    #[test]
+    fn downsample_unallocated_chunks_stay_unallocated() {
+        let b = Bitmap::new(4 * CHUNK_BITS);
+        b.set(2 * CHUNK_BITS + 5);
+        let before = b.memory_bytes();
+        assert_eq!(b.downsample(4), vec![0, 0, 1, 0]);
+        assert_eq!(b.downsample(8), vec![0, 0, 0, 0, 1, 0, 0, 0]);
+        assert_eq!(b.memory_bytes(), before, "a summary allocates no chunk");
+    }
+
+    #[test]
+    fn chunk_counts_follow_bulk_operations() {
+        let len = 2 * CHUNK_BITS + 100;
+        let (copied, a, bm) = (Bitmap::new(len), Bitmap::new(len), Bitmap::new(len));
+        copied.set_all();
+        assert_eq!(copied.downsample(3), naive_downsample(&copied, 3));
+        a.set(7);
+        bm.set(CHUNK_BITS + 1);
+        bm.set(len - 1);
+        copied.clear_where(&a, &bm);
+        assert_eq!(copied.downsample(3), naive_downsample(&copied, 3));
+        let u = Bitmap::new(len);
+        u.set_where(&a, &bm);
+        assert_eq!(u.downsample(3), vec![1, 1, 1]);
+        let d = Bitmap::new(len);
+        for i in 0..3 {
+            assert!(d.decode_chunk(i, &copied.encode_chunk(i)));
+        }
+        assert_eq!(d.downsample(5), naive_downsample(&copied, 5));
+        copied.clear_all();
+        assert_eq!(copied.downsample(3), vec![0, 0, 0]);
+    }
+
+    #[test]
+    fn downsample_64_tib_is_cheap() {
+        // 64 TiB at 64 KiB tracks (2^30 bits) and at 4 KiB tracks (2^34 bits, 2^19 chunks): the
+        // summary reads one counter per chunk and edge words, never every bit.
+        for track in [64u64 << 10, 4 << 10] {
+            let b = Bitmap::new((64u64 << 40) / track);
+            for c in 0..100 {
+                b.set(c * 7 * CHUNK_BITS + 3);
+            }
+            b.set(b.len() / 3);
+            let start = std::time::Instant::now();
+            let got = b.downsample(MAX_BUCKETS * 4);
+            let took = start.elapsed();
+            assert_eq!(got.len() as u64, MAX_BUCKETS, "clamped");
+            assert_eq!(got.iter().sum::<u64>(), 101);
+            eprintln!(
+                "64 TiB, {} KiB tracks: {MAX_BUCKETS} buckets in {took:?}",
+                track >> 10
+            );
+            assert!(took < std::time::Duration::from_secs(2), "{took:?}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn downsample_matches_naive(
+            len in 1u64..(3 * CHUNK_BITS + 200),
+            runs in proptest::collection::vec((0u64..(3 * CHUNK_BITS + 200), 1u64..5000), 0..12),
+            cleared in proptest::collection::vec(0u64..(3 * CHUNK_BITS + 200), 0..50),
+            buckets in 1u64..600,
+        ) {
+            let b = Bitmap::new(len);
+            for (start, n) in runs {
+                for t in start..(start + n).min(len) {
+                    b.set(t);
+                }
+            }
+            for t in cleared.into_iter().filter(|&t| t < len) {
+                b.clear(t);
+            }
+            proptest::prop_assert_eq!(b.downsample(buckets), naive_downsample(&b, buckets));
+        }
     }
 }

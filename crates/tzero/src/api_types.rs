@@ -325,6 +325,38 @@ impl From<tzero_engine::FlashInfo> for Flash {
     }
 }
 
+/// `GET /v1/flash/{source}/{target}/bitmap`: the control bitmap summarised
+/// for a heat map. `buckets[i]` is the number of copied tracks (bit set)
+/// among the tracks bucket `i` covers: with `n = buckets.len()`, tracks
+/// `floor(i * total_tracks / n)` up to, not including,
+/// `floor((i + 1) * total_tracks / n)`, so every track is in exactly one
+/// bucket and bucket sizes differ by at most one track.
+/// `n = min(requested buckets, 65536, total_tracks)`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct FlashBitmap {
+    pub total_tracks: u64,
+    /// Bytes per track.
+    pub track_size: u64,
+    /// Sum of `buckets`: the copied tracks this summary shows (the bitmap is
+    /// read without stopping the copy, so `total_tracks - out_of_sync_tracks`
+    /// read a moment apart may differ slightly).
+    pub copied_tracks: u64,
+    /// Copied tracks per bucket, first track first.
+    #[schema(max_items = 65536)]
+    pub buckets: Vec<u64>,
+}
+
+impl From<tzero_engine::FlashBitmap> for FlashBitmap {
+    fn from(b: tzero_engine::FlashBitmap) -> Self {
+        FlashBitmap {
+            total_tracks: b.total_tracks,
+            track_size: b.track_size,
+            copied_tracks: b.copied_tracks,
+            buckets: b.buckets,
+        }
+    }
+}
+
 /// `POST /v1/flash`: establish a relationship (DSCLI `mkflash`).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

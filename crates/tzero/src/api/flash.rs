@@ -1,7 +1,8 @@
 //! FlashCopy relationships (`/v1/flash`, `/v1/flash/{source}/{target}/…`):
 //! DSCLI `lsflash`, `mkflash`, `rmflash`, `chflash --cp`, `setflashrate`,
 //! `resyncflash`, `reverseflash` and target write inhibit. Consistency
-//! groups, freeze and revertible resyncs are in [`super::groups`].
+//! groups, freeze and revertible resyncs are in [`super::groups`]. The
+//! control bitmap's summary (`…/bitmap`) feeds the console's heat map.
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
@@ -13,9 +14,11 @@ use tzero_engine::{Engine, FlashOptions};
 use utoipa::IntoParams;
 
 use super::openapi::{codes, EngineFailure, PairNotFound};
+use super::ApiError;
 use super::{blocking, on_pair, ApiResult, Pair, SeqnumQuery};
 use crate::api_types::{
-    ErrorBody, ErrorCode as C, Establish, Flash, Resync, Reverse, SetRate, TargetInhibit,
+    ErrorBody, ErrorCode as C, Establish, Flash, FlashBitmap, Resync, Reverse, SetRate,
+    TargetInhibit,
 };
 
 /// List FlashCopy relationships (lsflash).
@@ -239,4 +242,49 @@ pub(super) async fn set_target_inhibit(
         e.set_target_inhibit(s, t, req.inhibit)
     })
     .await
+}
+
+/// Buckets of `GET …/bitmap` when the query names none.
+const DEFAULT_BUCKETS: u64 = 1024;
+
+/// Query of `GET /v1/flash/{source}/{target}/bitmap`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub(super) struct BitmapQuery {
+    /// Buckets to summarise the bitmap in, at least 1 (default 1024). More
+    /// than 65536 is clamped to 65536, and more than the volume's tracks to
+    /// one track per bucket; 0 or a non-number is refused (`invalid_query`).
+    #[param(minimum = 1)]
+    buckets: Option<u64>,
+}
+
+/// The control bitmap in buckets of copied tracks, for a heat map.
+///
+/// The cost follows the number of buckets (per-chunk counters of the
+/// bitmap), never the volume's size.
+#[utoipa::path(get, path = "/v1/flash/{source}/{target}/bitmap", tag = "flash", operation_id = "flashBitmap",
+    params(Pair, BitmapQuery),
+    responses(
+        (status = 200, description = "copied tracks per bucket", body = FlashBitmap),
+        (status = 400, description = codes(&[C::InvalidQuery]), body = ErrorBody),
+        PairNotFound,
+    ))]
+pub(super) async fn bitmap(
+    State(engine): State<Engine>,
+    pair: Result<Path<Pair>, PathRejection>,
+    query: Result<Query<BitmapQuery>, QueryRejection>,
+) -> ApiResult<Json<FlashBitmap>> {
+    let Path(Pair { source, target }) = pair?;
+    let Query(q) = query?;
+    let buckets = q.buckets.unwrap_or(DEFAULT_BUCKETS);
+    if buckets == 0 {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            C::InvalidQuery,
+            "buckets must be at least 1",
+        ));
+    }
+    let summary = blocking(move || engine.flash_bitmap(&source, &target, buckets)).await?;
+    Ok(Json(summary.into()))
 }

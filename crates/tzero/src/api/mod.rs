@@ -15,7 +15,8 @@
 //!   (`api_router`), so the document cannot miss a route;
 //! - the TCP router demands the bearer token; the unix-socket router does
 //!   not, because reaching the socket already needs file-system access to the
-//!   data directory.
+//!   data directory. The web console's static assets (`console`, at `/`)
+//!   hold no data and are served on both without it.
 
 use std::sync::Arc;
 
@@ -34,6 +35,7 @@ use utoipa_axum::routes;
 
 use crate::api_types::{ErrorCode, Flash};
 
+mod console;
 mod errors;
 mod flash;
 mod groups;
@@ -109,6 +111,7 @@ fn api_router() -> OpenApiRouter<Engine> {
         .routes(routes!(flash::resync))
         .routes(routes!(flash::reverse))
         .routes(routes!(flash::set_target_inhibit))
+        .routes(routes!(flash::bitmap))
         .routes(routes!(groups::establish))
         .routes(routes!(groups::freeze))
         .routes(routes!(groups::unfreeze))
@@ -136,7 +139,8 @@ pub enum Listener {
 /// before it is buffered.
 pub const MAX_BODY_BYTES: usize = 1 << 20;
 
-fn routes(engine: Engine, listener: Listener) -> Router {
+/// The API routes with their fallbacks, no authentication.
+fn api_routes(engine: Engine, listener: Listener) -> Router {
     let (routes, _) = api_router().split_for_parts();
     routes
         .fallback(route_not_found)
@@ -147,14 +151,17 @@ fn routes(engine: Engine, listener: Listener) -> Router {
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
 }
 
-/// The API without authentication, for the unix socket.
+/// The API and the console without authentication, for the unix socket.
 pub fn router(engine: Engine) -> Router {
-    routes(engine, Listener::UnixSocket)
+    api_routes(engine, Listener::UnixSocket).merge(console::router())
 }
 
-/// The API behind `Authorization: Bearer <token>`, for TCP.
+/// The API behind `Authorization: Bearer <token>`, for TCP; the console's
+/// static assets are merged after the token layer, so they need none.
 pub fn router_with_token(engine: Engine, token: Arc<str>) -> Router {
-    routes(engine, Listener::Tcp).layer(middleware::from_fn_with_state(token, require_token))
+    api_routes(engine, Listener::Tcp)
+        .layer(middleware::from_fn_with_state(token, require_token))
+        .merge(console::router())
 }
 
 /// Runs a blocking engine call on the blocking pool.
