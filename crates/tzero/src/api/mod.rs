@@ -1,6 +1,8 @@
 //! The daemon's HTTP API: axum routes under `/v1`, JSON in and out, one
 //! module per resource (`volumes`, `pools`, `flash`, `groups`), the error
-//! mapping in `errors` and the generated document in `openapi`.
+//! mapping in `errors` and the generated document in `openapi`; beside them
+//! `/metrics` (`metrics`, Prometheus text), the web console at `/`
+//! (`console`) and the audit line per admin action (`logging`).
 //!
 //! Invariants kept here:
 //! - every engine call is blocking disk I/O and runs on tokio's blocking pool
