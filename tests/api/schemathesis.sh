@@ -62,7 +62,7 @@ for _ in $(seq 50); do
   sleep 0.1
 done
 
-# Something for the relationship routes to act on (see schemathesis.toml).
+# Some state for the listings to show: volumes and a recording relationship.
 cli() { "$bin" --data "$work/data" "$@" >/dev/null; }
 cli mkfbvol --cap 4MiB src tgt spare
 cli mkflash --nocp --persist --record src:tgt
