@@ -7,19 +7,16 @@
 
 mod common;
 
-use std::process::{Command, Output};
+use std::process::Output;
 
-use common::{have, qemu_io, Daemon, Env, TZERO};
+use common::{have, qemu_io, Daemon, Env};
 use serde_json::Value;
 
 /// Runs the CLI over TCP (`--api URL --token T`), as a remote admin would.
 fn over_tcp(d: &Daemon, token: &str, args: &[&str]) -> Output {
-    Command::new(TZERO)
+    common::tzero_command()
         .args(["--api", &d.api_url(), "--token", token])
         .args(args)
-        .env_remove("TZERO_DATA")
-        .env_remove("TZERO_API")
-        .env_remove("TZERO_TOKEN")
         .output()
         .expect("run tzero")
 }

@@ -25,6 +25,16 @@ use std::time::{Duration, Instant};
 pub const TZERO: &str = env!("CARGO_BIN_EXE_tzero");
 
 /// A free loopback port: bind port 0, note the port, release it.
+/// The `tzero` binary with none of the caller's `TZERO_*` settings, so that a test
+/// says everything it means on the command line.
+pub fn tzero_command() -> Command {
+    let mut cmd = Command::new(TZERO);
+    cmd.env_remove("TZERO_DATA")
+        .env_remove("TZERO_API")
+        .env_remove("TZERO_TOKEN");
+    cmd
+}
+
 pub fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     l.local_addr().expect("local_addr").port()
@@ -100,16 +110,13 @@ impl Daemon {
             .append(true)
             .open(&log)
             .expect("log file");
-        let child = Command::new(TZERO)
+        let child = tzero_command()
             .args(["serve", "--data"])
             .arg(&data)
             .args(["--nbd", &format!("127.0.0.1:{nbd_port}")])
             .args(["--api", &format!("127.0.0.1:{api_port}")])
             .args(serve_args)
             .env("RUST_LOG", "info,tzero=debug")
-            .env_remove("TZERO_DATA")
-            .env_remove("TZERO_API")
-            .env_remove("TZERO_TOKEN")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log_file)
@@ -171,13 +178,10 @@ impl Daemon {
 
     /// Runs `tzero --data DIR ARGS...` (over the unix socket).
     pub fn cli(&self, args: &[&str]) -> Output {
-        Command::new(TZERO)
+        tzero_command()
             .arg("--data")
             .arg(&self.data)
             .args(args)
-            .env_remove("TZERO_DATA")
-            .env_remove("TZERO_API")
-            .env_remove("TZERO_TOKEN")
             .output()
             .expect("run tzero")
     }
