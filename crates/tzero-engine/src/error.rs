@@ -61,6 +61,9 @@ pub enum VolumeError {
         needed: u64,
         free: u64,
     },
+    /// Host connections serve the volume: deleting it needs `force`, which disconnects them.
+    #[error("volume {name:?} is open by {clients} host connection(s) (NBD); disconnect them first, or delete with --force, which disconnects them")]
+    Open { name: String, clients: usize },
     #[error("volume {0:?}: a space-efficient volume must be allocated from an extent pool")]
     NeedsPool(String),
     /// `--force` could not withdraw one of the volume's relationships.

@@ -12,6 +12,7 @@
 use crate::cache::PendingTrack;
 use crate::engine::Inner;
 use crate::error::IoError;
+use crate::exports::ExportGuard;
 use crate::volume::Volume;
 use crate::volumes::map_write_err;
 use std::sync::atomic::Ordering;
@@ -41,6 +42,13 @@ impl VolumeHandle {
 
     pub fn name(&self) -> &str {
         &self.vol.name
+    }
+
+    /// Registers a host connection serving this volume until the guard is dropped: the volume
+    /// is then not deleted unless forced, and a forced delete calls `revoke` once (after the
+    /// volume's I/O already fails), so the connection can answer what is in flight and close.
+    pub fn open_export(&self, revoke: impl Fn() + Send + Sync + 'static) -> ExportGuard {
+        self.vol.exports.register(Box::new(revoke))
     }
 
     pub fn capacity(&self) -> u64 {

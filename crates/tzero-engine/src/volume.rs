@@ -37,6 +37,8 @@ pub(crate) struct Volume {
     /// Set while writes are held by a consistency-group freeze: the deadline of the hold.
     pub frozen_until: Mutex<Option<std::time::Instant>>,
     pub thawed: parking_lot::Condvar,
+    /// Host connections serving the volume (see [`crate::exports`]).
+    pub exports: Arc<crate::exports::Exports>,
 }
 
 /// What callers see of a volume.
@@ -83,6 +85,7 @@ impl Volume {
             thin,
             frozen_until: Mutex::new(None),
             thawed: parking_lot::Condvar::new(),
+            exports: Arc::default(),
         }
     }
 

@@ -15,6 +15,9 @@ use crate::volume::{valid_name, Volume, VolumeInfo};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+/// How long a delete without `force` waits for a volume's host connections to finish closing.
+const OPEN_EXPORTS_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// How a volume is created.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct VolumeOptions {
@@ -210,10 +213,27 @@ impl Engine {
     pub fn delete_volume(&self, name: &str, force: bool) -> Result<(), VolumeError> {
         let inner = &self.inner;
         inner.guard()?;
+        if !force {
+            // A client that has just disconnected (qemu-io has exited) may still be closing on
+            // the server's side: give it a moment before calling the volume open.
+            if let Some(vol) = self.lookup(name) {
+                let deadline = std::time::Instant::now() + OPEN_EXPORTS_GRACE;
+                while vol.exports.count() > 0 && std::time::Instant::now() < deadline {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+            }
+        }
         let _admin = inner.admin.lock();
         let vol = self
             .lookup(name)
             .ok_or_else(|| VolumeError::NotFound(name.to_string()))?;
+        let clients = vol.exports.count();
+        if clients > 0 && !force {
+            return Err(VolumeError::Open {
+                name: name.to_string(),
+                clients,
+            });
+        }
         let rels: Vec<Arc<Rel>> = {
             let topology = inner.topology.read();
             topology
@@ -253,6 +273,15 @@ impl Engine {
         inner.budget.release(held);
         topology.remove_volume(vol.id);
         drop(topology);
+        // The volume's I/O already fails (`deleted`): now tell its connections to go.
+        if clients > 0 {
+            tracing::info!(
+                volume = name,
+                clients,
+                "disconnecting the volume's host connections"
+            );
+        }
+        vol.exports.revoke_all();
         if let Some(pool) = &vol.pool {
             match (&vol.thin, vol.provisioning) {
                 (Some(thin), _) => thin.release_all(),

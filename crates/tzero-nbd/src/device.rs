@@ -48,6 +48,12 @@ pub struct Extent {
 pub trait BlockDevice: Send + Sync + 'static {
     /// Size in bytes, sampled when a client connects.
     fn size(&self) -> u64;
+    /// Becomes `true` when the device is taken away (its volume deleted): the
+    /// connection then reads no more requests, answers those in flight and
+    /// closes. `None`: never taken away.
+    fn revoked(&self) -> Option<tokio::sync::watch::Receiver<bool>> {
+        None
+    }
     /// Preferred block size (the volume's track size); the minimum is always
     /// 512 and the maximum 32 MiB. Rounded down to a power of two and clamped
     /// into that range before it is advertised.

@@ -137,6 +137,8 @@ enum End {
     Disconnect,
     Eof,
     Shutdown,
+    /// The device was taken away (`BlockDevice::revoked`).
+    Revoked,
 }
 
 /// Runs the transmission phase until the client disconnects, the server
@@ -244,6 +246,14 @@ async fn wait_for_request<R: AsyncRead + Unpin>(
     }
 }
 
+/// Resolves once the device is revoked; never for a device that cannot be.
+async fn wait_revoked(revoked: &mut Option<watch::Receiver<bool>>) {
+    match revoked {
+        Some(rx) => wait_shutdown(rx).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Runs `fut` under the request-body timeout.
 async fn timed<T>(
     t: Duration,
@@ -271,11 +281,16 @@ async fn read_loop<R: AsyncRead + Unpin>(
     let max_discard = u32::try_from(cfg.max_discard_len).unwrap_or(u32::MAX);
     let structured = shared.caps.structured;
     let mut hdr = [0u8; wire::REQUEST_HEADER_LEN];
+    let mut revoked = shared.device.revoked();
 
     loop {
         let more = tokio::select! {
             biased;
             () = wait_shutdown(&mut shutdown) => return Ok(End::Shutdown),
+            () = wait_revoked(&mut revoked) => {
+                debug!("export revoked: closing after the requests in flight");
+                return Ok(End::Revoked);
+            }
             more = wait_for_request(r, cfg.idle_timeout) => more?,
         };
         if !more {

@@ -594,6 +594,7 @@ error_codes! {
     InvalidTrackSize = "invalid_track_size",
     TooManyTracks = "too_many_tracks",
     VolumeInUse = "volume_in_use",
+    VolumeOpen = "volume_open",
     PoolNotFound = "pool_not_found",
     PoolExists = "pool_exists",
     PoolInUse = "pool_in_use",

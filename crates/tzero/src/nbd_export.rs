@@ -14,7 +14,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use tzero_engine::{Engine, IoError, VolumeHandle};
+use tokio::sync::watch;
+use tzero_engine::{Engine, ExportGuard, IoError, VolumeHandle};
 use tzero_nbd::{BlockDevice, DeviceError, ExportProvider, Extent};
 
 use crate::metrics::{Op, VolumeIo};
@@ -40,7 +41,18 @@ impl ExportProvider for EngineExports {
             Ok(handle) => {
                 tracing::debug!(volume = name, "NBD export opened");
                 let io = crate::metrics::global().volume_io(name);
-                Some(Arc::new(VolumeDevice::new(handle, io)))
+                // Registered with the engine for as long as the connection
+                // holds the device: `rmfbvol` refuses it, `--force` revokes it.
+                let (revoke, revoked) = watch::channel(false);
+                let export = handle.open_export(move || {
+                    let _ = revoke.send(true);
+                });
+                Some(Arc::new(VolumeDevice {
+                    handle,
+                    io,
+                    _export: export,
+                    revoked,
+                }))
             }
             Err(e) => {
                 tracing::info!(
@@ -67,13 +79,13 @@ impl ExportProvider for EngineExports {
 pub struct VolumeDevice {
     handle: VolumeHandle,
     io: Arc<VolumeIo>,
+    /// Keeps the connection counted as open on the volume.
+    _export: ExportGuard,
+    /// Set when a forced delete takes the volume away.
+    revoked: watch::Receiver<bool>,
 }
 
 impl VolumeDevice {
-    pub fn new(handle: VolumeHandle, io: Arc<VolumeIo>) -> Self {
-        VolumeDevice { handle, io }
-    }
-
     /// Runs one host request and counts it: its latency, its bytes if it
     /// succeeded, its failure if not.
     fn counted(
@@ -122,6 +134,10 @@ pub fn device_error(e: &IoError) -> DeviceError {
 impl BlockDevice for VolumeDevice {
     fn size(&self) -> u64 {
         self.handle.capacity()
+    }
+
+    fn revoked(&self) -> Option<watch::Receiver<bool>> {
+        Some(self.revoked.clone())
     }
 
     fn preferred_block_size(&self) -> u32 {

@@ -102,6 +102,7 @@ pub fn volume_error(e: &VolumeError) -> (StatusCode, ErrorCode) {
         VolumeError::InvalidTrackSize(_) => (StatusCode::BAD_REQUEST, C::InvalidTrackSize),
         VolumeError::TooManyTracks { .. } => (StatusCode::BAD_REQUEST, C::TooManyTracks),
         VolumeError::InUse { .. } => (StatusCode::CONFLICT, C::VolumeInUse),
+        VolumeError::Open { .. } => (StatusCode::CONFLICT, C::VolumeOpen),
         VolumeError::PoolNotFound(_) => (StatusCode::NOT_FOUND, C::PoolNotFound),
         VolumeError::PoolExists(_) => (StatusCode::CONFLICT, C::PoolExists),
         VolumeError::PoolInUse(..) => (StatusCode::CONFLICT, C::PoolInUse),

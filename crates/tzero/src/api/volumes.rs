@@ -75,21 +75,25 @@ pub(super) async fn get(
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(super) struct DeleteQuery {
-    /// Withdraw the volume's relationships first.
+    /// Withdraw the volume's relationships first, and disconnect the host
+    /// connections that have it open (refused with `volume_open` otherwise).
     #[serde(default)]
     force: bool,
 }
 
 /// Delete a volume (rmfbvol).
 ///
-/// With `force`, the volume's relationships are withdrawn first; a withdrawal
-/// that fails answers with that relationship's own error code.
+/// Refused while hosts have the volume open over NBD (`volume_open`) or it is
+/// in a relationship (`volume_in_use`). With `force`, the relationships are
+/// withdrawn first (a withdrawal that fails answers with that relationship's
+/// own error code) and the connections are closed once their requests in
+/// flight are answered.
 #[utoipa::path(delete, path = "/v1/volumes/{name}", tag = "volumes", operation_id = "deleteVolume",
     params(Name, DeleteQuery),
     responses(
         (status = 204, description = "deleted"),
         (status = 404, description = codes(&[C::VolumeNotFound]), body = ErrorBody),
-        (status = 409, description = codes(&[C::VolumeInUse, C::HasDependents, C::RelationshipFailed]), body = ErrorBody),
+        (status = 409, description = codes(&[C::VolumeInUse, C::VolumeOpen, C::HasDependents, C::RelationshipFailed]), body = ErrorBody),
         EngineFailure,
     ))]
 pub(super) async fn delete(

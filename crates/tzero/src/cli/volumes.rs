@@ -51,7 +51,8 @@ pub struct LsfbvolArgs {
 
 #[derive(Debug, Args)]
 pub struct RmfbvolArgs {
-    /// Withdraw the volumes' FlashCopy relationships first.
+    /// Withdraw the volumes' FlashCopy relationships first, and disconnect the
+    /// hosts that have them open over NBD.
     #[arg(long)]
     pub force: bool,
     #[arg(required = true, value_name = "NAME")]
