@@ -42,6 +42,8 @@ pub struct ServeConfig {
     pub cache_bytes: Option<u64>,
     /// How log lines on stderr are written.
     pub log_format: LogFormat,
+    /// Most NBD connections served at once.
+    pub max_connections: usize,
 }
 
 /// `serve --log-format`: text for people, JSON (one object per line) for
@@ -150,7 +152,11 @@ async fn serve(cfg: &ServeConfig, engine: Engine, token: Arc<str>) -> anyhow::Re
             .into_future(),
     );
     let provider = Arc::new(EngineExports::new(engine));
-    let nbd_server = tzero_nbd::NbdServer::new(provider, tzero_nbd::ServerConfig::default());
+    let nbd_config = tzero_nbd::ServerConfig {
+        max_connections: cfg.max_connections,
+        ..tzero_nbd::ServerConfig::default()
+    };
+    let nbd_server = tzero_nbd::NbdServer::new(provider, nbd_config);
     crate::metrics::global().set_nbd(nbd_server.stats());
     let nbd_stop = stop_rx.clone();
     let mut nbd = tokio::spawn(async move { nbd_server.serve(nbd_listener, nbd_stop).await });

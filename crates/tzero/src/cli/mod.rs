@@ -153,6 +153,12 @@ pub struct ServeArgs {
     /// (one JSON object per line; admin actions have target `tzero::admin`).
     #[arg(long, value_enum, default_value_t = LogFormat::Text, value_name = "FORMAT")]
     pub log_format: LogFormat,
+    /// Most NBD connections served at once; more are closed at accept (a
+    /// handshake that stalls past 10 s is closed too, so idle sockets cannot
+    /// hold the slots).
+    #[arg(long, default_value_t = 256, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=65536))]
+    pub max_connections: u32,
 }
 
 /// Parses the process's command line, including the checks between flags
@@ -220,6 +226,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 nbd_addr: args.nbd,
                 cache_bytes: args.cache,
                 log_format: args.log_format,
+                max_connections: args.max_connections as usize,
             })?;
             Ok(ExitCode::SUCCESS)
         }
