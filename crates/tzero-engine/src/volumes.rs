@@ -88,12 +88,13 @@ impl Engine {
         // The file system's limit first: it is the one to name when both are exceeded, and
         // knowing it spares creating a file that cannot be sized (EFBIG is still handled below).
         let fs = inner.storage.file_system();
+        let too_large = || VolumeError::TooLargeForFileSystem {
+            capacity,
+            fs: fs.name,
+            max: fs.max_file_size,
+        };
         if fs.largest_file().is_some_and(|largest| capacity > largest) {
-            return Err(VolumeError::TooLargeForFileSystem {
-                capacity,
-                fs: fs.name,
-                max: fs.max_file_size,
-            });
+            return Err(too_large());
         }
         if Geometry::new(capacity, track_size).tracks() > MAX_TRACKS {
             return Err(VolumeError::TooManyTracks {
@@ -176,12 +177,7 @@ impl Engine {
                 unreserve();
                 let _ = inner.storage.remove(&file_name);
                 return Err(if is_too_large(&e) {
-                    let fs = inner.storage.file_system();
-                    VolumeError::TooLargeForFileSystem {
-                        capacity,
-                        fs: fs.name,
-                        max: fs.max_file_size,
-                    }
+                    too_large()
                 } else {
                     storage_err(name)(e)
                 });
