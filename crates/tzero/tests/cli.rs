@@ -438,12 +438,22 @@ fn ctrl_c_ends_a_live_watch_with_the_cursor_back() {
     let d = Daemon::start(&env);
     slow_copy(&d);
     let cmd = format!("{TZERO} --data {} lsflash --watch 0.2", d.data.display());
-    let script = Command::new("script")
-        .args(["-qec", &cmd, "/dev/null"])
+    // The signal mask and ignored signals survive exec, and a CI runner
+    // started the tests with SIGINT blocked: the CLI never saw its Ctrl-C and
+    // this test hung. `env --default-signal=INT` unblocks it and resets it to
+    // its default for script and the CLI, as on a user's terminal.
+    let mut script = Command::new("env")
+        .args(["--default-signal=INT", "script", "-qec", &cmd, "/dev/null"])
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("run script");
+    // Read the terminal's output on a thread, so the wait below can give up.
+    let mut stdout = script.stdout.take().expect("piped");
+    let reader = std::thread::spawn(move || {
+        let mut raw = Vec::new();
+        std::io::Read::read_to_end(&mut stdout, &mut raw).map(|_| raw)
+    });
     // script's child is the tzero CLI; Ctrl-C on a terminal is SIGINT to it.
     let pid = script.id();
     let children = format!("/proc/{pid}/task/{pid}/children");
@@ -462,7 +472,23 @@ fn ctrl_c_ends_a_live_watch_with_the_cursor_back() {
         .status()
         .expect("kill");
     assert!(sent.success());
-    let out = script.wait_with_output().expect("wait");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = script.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = Command::new("kill").args(["-KILL", &cli]).status();
+            let _ = script.kill();
+            panic!("the watch did not end within 20 s of its SIGINT");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let out = std::process::Output {
+        status,
+        stdout: reader.join().expect("reader").expect("read"),
+        stderr: Vec::new(),
+    };
     let raw = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "exit {:?}: {raw:?}", out.status);
     assert!(raw.matches("Every 0.2s").count() >= 2, "{raw:?}");
