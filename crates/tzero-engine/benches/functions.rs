@@ -169,7 +169,9 @@ fn bench_resync() {
          (in memory), then until that copy is durable (target synced, bits committed); the resync \
          call alone is the new T0.\n"
     );
-    println!("| changed | changed MiB | resync call (ms) | until copied (ms) | until durable (ms) |");
+    println!(
+        "| changed | changed MiB | resync call (ms) | until copied (ms) | until durable (ms) |"
+    );
     println!("|---|---|---|---|---|");
     let src = engine.handle("src").unwrap();
     let tracks = SIZE / TRACK;
