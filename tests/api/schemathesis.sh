@@ -80,7 +80,9 @@ run() {
     sed -n '/FAILURES/,/SUMMARY/p' "$out/$name.txt" | head -120 >&2
   fi
 }
-run tcp "http://127.0.0.1:$api_port" -H "Authorization: Bearer $token"
+# Over TCP the token routes are left out: rotating the admin token mid-run would lock the rest of
+# the run out. The unix-socket run, which needs no token and comes last, covers them.
+run tcp "http://127.0.0.1:$api_port" -H "Authorization: Bearer $token" --exclude-path-regex '^/v1/tokens/'
 run unix-socket "http://127.0.0.1:$bridge_port"
 if ! kill -0 "${pids[0]}" 2>/dev/null; then
   echo "schemathesis.sh: the daemon died; see $out/daemon.log" >&2

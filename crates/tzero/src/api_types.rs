@@ -542,6 +542,24 @@ pub struct SetRate {
     pub copy_rate: u64,
 }
 
+/// An API token role (`POST /v1/tokens/{role}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenRole {
+    /// Everything.
+    Admin,
+    /// Reads only: GET and HEAD routes, `/metrics` included.
+    Monitor,
+}
+
+/// A new token, shown once: the daemon keeps only its SHA-256 digest.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RotatedToken {
+    pub role: TokenRole,
+    /// 64 hex digits; the role's previous token no longer works.
+    pub token: String,
+}
+
 /// Body of every error response.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ErrorBody {
@@ -640,6 +658,8 @@ error_codes! {
     InvalidPath = "invalid_path",
     InvalidQuery = "invalid_query",
     Unauthorized = "unauthorized",
+    Forbidden = "forbidden",
+    AuditUnavailable = "audit_unavailable",
     RouteNotFound = "route_not_found",
     MethodNotAllowed = "method_not_allowed",
 }

@@ -17,7 +17,7 @@ use serde::Serialize;
 
 use crate::api_types::{
     CreatePool, CreateVolume, ErrorBody, Establish, EstablishGroup, Flash, Freeze, Pool, Resync,
-    Reverse, SetRate, TargetInhibit, Unfreeze, Volume,
+    Reverse, RotatedToken, SetRate, TargetInhibit, TokenRole, Unfreeze, Volume,
 };
 
 /// How long to wait for a TCP connection before giving up.
@@ -328,6 +328,15 @@ impl Client {
     ) -> Result<Vec<Flash>, ClientError> {
         let path = format!("/v1/flash/{}?seqnum={seqnum}", segment(action));
         self.call(Method::POST, &path, None::<&()>).await
+    }
+
+    pub async fn rotate_token(&self, role: TokenRole) -> Result<RotatedToken, ClientError> {
+        let role = match role {
+            TokenRole::Admin => "admin",
+            TokenRole::Monitor => "monitor",
+        };
+        self.call(Method::POST, &format!("/v1/tokens/{role}"), None::<&()>)
+            .await
     }
 
     pub async fn pools(&self) -> Result<Vec<Pool>, ClientError> {

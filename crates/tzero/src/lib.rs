@@ -9,11 +9,13 @@
 
 pub mod api;
 pub mod api_types;
+pub mod audit;
 pub mod cli;
 pub mod client;
 pub mod metrics;
 pub mod nbd_export;
 pub mod output;
 pub mod serve;
+pub mod tokens;
 pub mod units;
 pub mod whole_numbers;

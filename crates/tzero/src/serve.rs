@@ -5,7 +5,10 @@
 //! - at most one daemon per data directory: an exclusive `flock` on
 //!   `DIR/tzero.lock`, held for the life of the process (the kernel drops it
 //!   if we die, so a crash never leaves a stale lock);
-//! - the API token in `DIR/api-token` is created once, mode 0600, and reused;
+//! - API tokens are kept as digests in `DIR/tokens/` (`crate::tokens`); the
+//!   admin token is written once, mode 0600, to `DIR/api-token` for the
+//!   local CLI; every admin action is recorded in `DIR/audit.log`
+//!   (`crate::audit`) before it is answered;
 //! - on SIGTERM/SIGINT the listeners stop first, in-flight requests finish,
 //!   and only then does `Engine::shutdown` destage and sync, so nothing a
 //!   client was told is written can be lost by a clean stop.
@@ -25,7 +28,9 @@ use tzero_engine::{Engine, EngineConfig};
 
 use crate::api;
 use crate::api::logging::{logged, Caller};
+use crate::audit::AuditLog;
 use crate::nbd_export::EngineExports;
+use crate::tokens::TokenStore;
 
 /// How long a stopping daemon waits for open API and NBD connections.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -44,6 +49,8 @@ pub struct ServeConfig {
     pub log_format: LogFormat,
     /// Most NBD connections served at once.
     pub max_connections: usize,
+    /// Size at which `DATA/audit.log` is rotated.
+    pub audit_max_bytes: u64,
 }
 
 /// `serve --log-format`: text for people, JSON (one object per line) for
@@ -61,7 +68,12 @@ pub fn run(cfg: ServeConfig) -> anyhow::Result<()> {
     std::fs::create_dir_all(&cfg.data)
         .with_context(|| format!("cannot create data directory {}", cfg.data.display()))?;
     let _lock = DataDirLock::acquire(&cfg.data)?;
-    let token = load_or_create_token(&cfg.data.join("api-token"))?;
+    let tokens = Arc::new(TokenStore::open(&cfg.data)?);
+    let audit = Arc::new(
+        AuditLog::open(&cfg.data, cfg.audit_max_bytes)
+            .with_context(|| format!("cannot open the audit log in {}", cfg.data.display()))?,
+    );
+    raise_open_file_limit();
 
     let mut engine_cfg = EngineConfig::default();
     if let Some(bytes) = cfg.cache_bytes {
@@ -75,7 +87,7 @@ pub fn run(cfg: ServeConfig) -> anyhow::Result<()> {
         .thread_name("tzero")
         .build()
         .context("cannot start the async runtime")?;
-    let served = rt.block_on(serve(&cfg, engine.clone(), token));
+    let served = rt.block_on(serve(&cfg, engine.clone(), tokens, audit));
     // Let any blocking engine calls still queued finish before the engine stops.
     rt.shutdown_timeout(DRAIN_TIMEOUT);
 
@@ -113,7 +125,12 @@ fn init_logging(format: LogFormat) {
 }
 
 /// Binds everything, serves until a signal, then drains.
-async fn serve(cfg: &ServeConfig, engine: Engine, token: Arc<str>) -> anyhow::Result<()> {
+async fn serve(
+    cfg: &ServeConfig,
+    engine: Engine,
+    tokens: Arc<TokenStore>,
+    audit: Arc<AuditLog>,
+) -> anyhow::Result<()> {
     let nbd_listener = TcpListener::bind(&cfg.nbd_addr)
         .await
         .with_context(|| format!("cannot listen for NBD on {}", cfg.nbd_addr))?;
@@ -139,8 +156,12 @@ async fn serve(cfg: &ServeConfig, engine: Engine, token: Arc<str>) -> anyhow::Re
 
     // The audit layer is outermost, so the token check's refusals are
     // logged too, and each router names its callers.
-    let tcp_app = logged(api::router_with_token(engine.clone(), token), Caller::Token);
-    let unix_app = logged(api::router(engine.clone()), Caller::Socket);
+    let tcp_app = logged(
+        api::router_with_token(engine.clone(), tokens.clone()),
+        Caller::Token,
+        audit.clone(),
+    );
+    let unix_app = logged(api::router(engine.clone(), tokens), Caller::Socket, audit);
     let tcp_api = tokio::spawn(
         axum::serve(api_listener, tcp_app)
             .with_graceful_shutdown(stopped(stop_rx.clone()))
@@ -277,59 +298,23 @@ impl DataDirLock {
     }
 }
 
-/// Reads the API token, or creates one (32 random bytes, hex) readable only
-/// by the owner. Runs under the data-directory lock, so two daemons never
-/// race to create it.
-pub fn load_or_create_token(path: &Path) -> anyhow::Result<Arc<str>> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => {
-            let token = text.trim();
-            if token.len() < 32 || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
-                bail!(
-                    "API token file {} is malformed; delete it to have a new one generated",
-                    path.display()
-                );
-            }
-            Ok(Arc::from(token))
+/// Raises the soft limit on open files to the hard one: each NBD
+/// connection and each volume holds descriptors, and the usual soft limit
+/// (1024) would refuse clients long before `--max-connections`.
+fn raise_open_file_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        limit.current = limit.maximum;
+        if let Err(e) = setrlimit(Resource::Nofile, limit) {
+            tracing::warn!("cannot raise the open-file limit: {e}");
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let mut bytes = [0u8; 32];
-            getrandom::fill(&mut bytes)
-                .map_err(|e| anyhow::anyhow!("no randomness for the API token: {e}"))?;
-            let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-            let mut file = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(path)
-                .with_context(|| format!("cannot create {}", path.display()))?;
-            file.write_all(format!("{token}\n").as_bytes())
-                .and_then(|()| file.sync_all())
-                .with_context(|| format!("cannot write {}", path.display()))?;
-            tracing::info!("generated API token in {}", path.display());
-            Ok(Arc::from(token.as_str()))
-        }
-        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn token_is_created_once_with_mode_0600() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("api-token");
-        let a = load_or_create_token(&path).expect("create");
-        assert_eq!(a.len(), 64);
-        let mode = std::fs::metadata(&path).expect("stat").permissions().mode();
-        assert_eq!(mode & 0o777, 0o600);
-        let b = load_or_create_token(&path).expect("reuse");
-        assert_eq!(a, b);
-        std::fs::write(&path, "nope").expect("write");
-        assert!(load_or_create_token(&path).is_err());
-    }
 
     #[test]
     fn second_lock_is_refused_with_pid() {

@@ -125,6 +125,23 @@ fn api_over_tcp() {
         code == "volume_not_found" || code == "relationship_not_found",
         "{code}"
     );
+    // An explicit track size of 0 is refused (schemathesis found it taken as
+    // the default); an absent one is the default.
+    let r = rt
+        .block_on(c.raw(
+            Method::POST,
+            "/v1/volumes",
+            Some(br#"{"name":"t0","capacity_bytes":1048576,"track_size":0}"#.to_vec()),
+        ))
+        .expect("request");
+    assert_eq!(
+        (r.status, error_code(&r).as_str()),
+        (400, "invalid_track_size")
+    );
+    let r = rt
+        .block_on(c.raw(Method::GET, "/v1/volumes/t0", None))
+        .expect("request");
+    assert_eq!(r.status, 404, "the refused volume was not made");
     let r = rt
         .block_on(c.raw(Method::GET, "/v2/whatever", None))
         .expect("request");

@@ -437,7 +437,13 @@ fn ctrl_c_ends_a_live_watch_with_the_cursor_back() {
     let env = Env::new();
     let d = Daemon::start(&env);
     slow_copy(&d);
-    let cmd = format!("{TZERO} --data {} lsflash --watch 0.2", d.data.display());
+    // `exec`: script runs the command through $SHELL, and dash (Debian's
+    // /bin/sh, which CI runners use) stays in between as the parent of the
+    // CLI, so a SIGINT sent to script's child reached the shell, not the CLI.
+    let cmd = format!(
+        "exec {TZERO} --data {} lsflash --watch 0.2",
+        d.data.display()
+    );
     // The signal mask and ignored signals survive exec, and a CI runner
     // started the tests with SIGINT blocked: the CLI never saw its Ctrl-C and
     // this test hung. `env --default-signal=INT` unblocks it and resets it to
@@ -467,6 +473,12 @@ fn ctrl_c_ends_a_live_watch_with_the_cursor_back() {
         std::thread::sleep(Duration::from_millis(20));
     };
     std::thread::sleep(Duration::from_millis(800));
+    let exe = std::fs::read_link(format!("/proc/{cli}/exe")).unwrap_or_default();
+    assert_eq!(
+        exe,
+        std::path::Path::new(TZERO),
+        "script's child is not the CLI"
+    );
     let sent = Command::new("kill")
         .args(["-INT", &cli])
         .status()

@@ -13,17 +13,27 @@
 //! Installed on the outside of each router (`serve.rs`), so it also sees
 //! the token check's refusals; `Router::layer` still runs it after routing,
 //! where `MatchedPath` is known.
+//!
+//! Each admin action's line also goes, as a JSON record with the token's
+//! role, to the durable audit log (`crate::audit`) before the reply is
+//! sent; while that log cannot be written, admin actions are refused
+//! before they run (503 `audit_unavailable`).
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{header, Method};
+use axum::http::{header, Method, StatusCode};
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::Router;
 use http_body_util::BodyExt;
+use serde_json::{json, Value};
 use tracing::{field, Instrument};
+
+use crate::api_types::ErrorCode;
+use crate::audit::AuditLog;
 
 /// Who sent a request: what the router it came through trusts it for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,14 +60,25 @@ const MAX_LOGGED_BODY: usize = 4096;
 /// Error bodies read back for their code; ours are far smaller.
 const MAX_ERROR_BODY: usize = 16 * 1024;
 
-/// Wraps `router` so that every request through it is logged as coming
-/// from `caller` (who is also put in the request's extensions for
-/// handlers that care).
-pub fn logged(router: Router, caller: Caller) -> Router {
-    router.layer(middleware::from_fn_with_state(caller, log_request))
+/// What the logging layer of one listener knows.
+#[derive(Debug, Clone)]
+struct Audited {
+    caller: Caller,
+    log: Arc<AuditLog>,
 }
 
-async fn log_request(State(caller): State<Caller>, mut req: Request, next: Next) -> Response {
+/// Wraps `router` so that every request through it is logged as coming
+/// from `caller` (who is also put in the request's extensions for
+/// handlers that care), and every admin action is recorded in `log`.
+pub fn logged(router: Router, caller: Caller, log: Arc<AuditLog>) -> Router {
+    router.layer(middleware::from_fn_with_state(
+        Audited { caller, log },
+        log_request,
+    ))
+}
+
+async fn log_request(State(audited): State<Audited>, mut req: Request, next: Next) -> Response {
+    let caller = audited.caller;
     let start = Instant::now();
     req.extensions_mut().insert(caller);
     let method = req.method().clone();
@@ -76,13 +97,32 @@ async fn log_request(State(caller): State<Caller>, mut req: Request, next: Next)
         latency_ms = field::Empty,
     );
     let admin = method != Method::GET && method != Method::HEAD;
+    let path = req.uri().path().to_owned();
     let (req, args) = if admin {
         take_body_args(req).await
     } else {
         (req, String::new())
     };
 
-    let response = next.run(req).instrument(span.clone()).await;
+    let audit_down = if admin {
+        let log = audited.log.clone();
+        tokio::task::spawn_blocking(move || log.ready())
+            .await
+            .unwrap_or_else(|e| Err(format!("audit task failed: {e}")))
+            .err()
+    } else {
+        None
+    };
+    let response = match audit_down {
+        // Fail closed: an action that could not be recorded is not done.
+        Some(message) => crate::api::ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::AuditUnavailable,
+            message,
+        )
+        .into_response(),
+        None => next.run(req).instrument(span.clone()).await,
+    };
     let status = response.status();
     let (response, code) = if status.is_client_error() || status.is_server_error() {
         error_code(response).await
@@ -105,9 +145,33 @@ async fn log_request(State(caller): State<Caller>, mut req: Request, next: Next)
                 .map(|(_, v)| v.as_str())
         };
         let some = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+        let role = match caller {
+            Caller::Socket => "socket",
+            Caller::Token => crate::api::served_role(&response).map_or("none", |r| r.as_str()),
+        };
+        let record = json!({
+            "time": jiff::Timestamp::now().to_string(),
+            "caller": caller.as_str(),
+            "role": role,
+            "action": format!("{method} {route}"),
+            "path": path,
+            "params": params.iter().map(|(k, v)| ((*k).to_owned(), Value::from(v.as_str()))).collect::<serde_json::Map<_, _>>(),
+            "query": some(&query),
+            "args": (!args.is_empty()).then(|| serde_json::from_str::<Value>(&args).unwrap_or_else(|_| Value::from(args.as_str()))),
+            "status": status.as_u16(),
+            "result": if status.is_success() { "ok" } else { "error" },
+            "code": some(&code),
+            "duration_ms": duration_ms,
+        });
+        let log = audited.log.clone();
+        // The record is durable before the reply leaves; when it cannot be
+        // written the action stands (it is done), and the log refuses the
+        // next ones until it can be reopened.
+        let _ = tokio::task::spawn_blocking(move || log.append(&record)).await;
         tracing::info!(
             target: "tzero::admin",
             caller = caller.as_str(),
+            role,
             method = %method,
             route = %route,
             source = param("source"),

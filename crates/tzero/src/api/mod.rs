@@ -15,8 +15,10 @@
 //!   sequence number included: `Engine::settle_seqnum` checks every pair first);
 //! - routes and their OpenAPI description come from one `routes!` list
 //!   (`api_router`), so the document cannot miss a route;
-//! - the TCP router demands the bearer token; the unix-socket router does
-//!   not, because reaching the socket already needs file-system access to the
+//! - the TCP router demands a bearer token and checks its role (`admin` does
+//!   anything, `monitor` only reads: 403 `forbidden` otherwise; the tokens
+//!   are kept hashed, `crate::tokens`); the unix-socket router does not,
+//!   because reaching the socket already needs file-system access to the
 //!   data directory. The web console's static assets (`console`, at `/`)
 //!   hold no data and are served on both without it.
 
@@ -29,13 +31,13 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json, Router};
 use serde::Deserialize;
-use subtle::ConstantTimeEq;
 use tzero_engine::{Engine, FlashError, FlashInfo};
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::api_types::{ErrorCode, Flash};
+use crate::tokens::{Role, TokenStore};
 
 mod console;
 mod errors;
@@ -45,6 +47,7 @@ pub mod logging;
 mod metrics;
 mod openapi;
 mod pools;
+mod tokens;
 mod volumes;
 
 pub use errors::{error_chain, flash_error, io_error, refusal_code, volume_error, ApiError};
@@ -122,6 +125,7 @@ fn api_router() -> OpenApiRouter<Engine> {
         .routes(routes!(groups::revert_pair))
         .routes(routes!(groups::commit_by_seqnum))
         .routes(routes!(groups::revert_by_seqnum))
+        .routes(routes!(tokens::rotate))
         .routes(routes!(openapi::serve))
         .routes(routes!(metrics::serve))
 }
@@ -142,7 +146,7 @@ pub enum Listener {
 pub const MAX_BODY_BYTES: usize = 1 << 20;
 
 /// The API routes with their fallbacks, no authentication.
-fn api_routes(engine: Engine, listener: Listener) -> Router {
+fn api_routes(engine: Engine, listener: Listener, tokens: Arc<TokenStore>) -> Router {
     let (routes, _) = api_router().split_for_parts();
     routes
         .fallback(route_not_found)
@@ -150,19 +154,21 @@ fn api_routes(engine: Engine, listener: Listener) -> Router {
         .layer(middleware::from_fn(metrics::track))
         .with_state(engine)
         .layer(Extension(listener))
+        .layer(Extension(tokens))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
 }
 
 /// The API and the console without authentication, for the unix socket.
-pub fn router(engine: Engine) -> Router {
-    api_routes(engine, Listener::UnixSocket).merge(console::router())
+pub fn router(engine: Engine, tokens: Arc<TokenStore>) -> Router {
+    api_routes(engine, Listener::UnixSocket, tokens).merge(console::router())
 }
 
-/// The API behind `Authorization: Bearer <token>`, for TCP; the console's
-/// static assets are merged after the token layer, so they need none.
-pub fn router_with_token(engine: Engine, token: Arc<str>) -> Router {
-    api_routes(engine, Listener::Tcp)
-        .layer(middleware::from_fn_with_state(token, require_token))
+/// The API behind `Authorization: Bearer <token>` and its role, for TCP;
+/// the console's static assets are merged after the token layer, so they
+/// need none.
+pub fn router_with_token(engine: Engine, tokens: Arc<TokenStore>) -> Router {
+    api_routes(engine, Listener::Tcp, tokens.clone())
+        .layer(middleware::from_fn_with_state(tokens, require_token))
         .merge(console::router())
 }
 
@@ -182,24 +188,56 @@ where
     }
 }
 
-async fn require_token(State(token): State<Arc<str>>, req: Request, next: Next) -> Response {
+/// Checks the bearer token and that its role may send this request. The
+/// role goes into the response's extensions, for the audit line.
+async fn require_token(
+    State(tokens): State<Arc<TokenStore>>,
+    req: Request,
+    next: Next,
+) -> Response {
     let given = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
-    let message = match given {
-        // Constant time, so the token cannot be guessed byte by byte from
-        // response times (a length mismatch is refused at once: the length is
-        // no secret).
-        Some(t) if bool::from(t.as_bytes().ct_eq(token.as_bytes())) => return next.run(req).await,
-        Some(_) => "wrong API token (the daemon's token is in DATA_DIR/api-token)",
+    let role = match given.map(|t| tokens.role_of(t)) {
+        Some(Some(role)) => role,
+        Some(None) => {
+            return unauthorized("wrong API token (the admin token is in DATA_DIR/api-token; `tzero token rotate ROLE` makes a new one)")
+        }
         None => {
-            "missing 'Authorization: Bearer <token>' header (the token is in DATA_DIR/api-token)"
+            return unauthorized(
+                "missing 'Authorization: Bearer <token>' header (the admin token is in DATA_DIR/api-token)",
+            )
         }
     };
+    let mut response = if role.may(req.method()) {
+        next.run(req).await
+    } else {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            ErrorCode::Forbidden,
+            format!(
+                "the {} token can only read (GET and HEAD); {} {} needs the admin token",
+                role.as_str(),
+                req.method(),
+                req.uri().path()
+            ),
+        )
+        .into_response()
+    };
+    response.extensions_mut().insert(role);
+    response
+}
+
+fn unauthorized(message: &str) -> Response {
     ApiError::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, message).into_response()
+}
+
+/// The role a TCP request was served as (set by the token check).
+pub fn served_role(response: &Response) -> Option<Role> {
+    response.extensions().get::<Role>().copied()
 }
 
 async fn route_not_found(req: Request) -> ApiError {

@@ -29,7 +29,7 @@ use crate::api_types::ErrorCode;
 #[openapi(
     info(
         title = "tzero API",
-        description = "Manage tzero volumes, extent pools and FlashCopy relationships. Over TCP every request needs 'Authorization: Bearer <token>' (the token is in DATA_DIR/api-token); the unix socket DATA_DIR/tzero.sock needs none. Every error has the ErrorBody shape with a stable code (ErrorCode); an unknown route answers 404 `route_not_found`, a known route with another method 405 `method_not_allowed`. An operation that destages host writes on the caller's behalf can also fail as host I/O does: 400 `out_of_range`, 404 `volume_not_found`, 409 `write_inhibited` or `relationship_failed`, 507 `no_space`."
+        description = "Manage tzero volumes, extent pools and FlashCopy relationships. Over TCP every request needs 'Authorization: Bearer <token>': the admin token (DATA_DIR/api-token) may do anything, a monitor token only GET and HEAD (403 `forbidden` otherwise); the unix socket DATA_DIR/tzero.sock needs none. Every admin action (any other method) is recorded in the audit log DATA_DIR/audit.log before it is answered; while that log cannot be written, admin actions get 503 `audit_unavailable`. Every error has the ErrorBody shape with a stable code (ErrorCode); an unknown route answers 404 `route_not_found`, a known route with another method 405 `method_not_allowed`. An operation that destages host writes on the caller's behalf can also fail as host I/O does: 400 `out_of_range`, 404 `volume_not_found`, 409 `write_inhibited` or `relationship_failed`, 507 `no_space`."
     ),
     components(schemas(crate::api_types::ErrorBody)),
     modifiers(&BearerAuth),
@@ -39,6 +39,7 @@ use crate::api_types::ErrorCode;
         (name = "pools", description = "extent pools (lsextpool, mkextpool, rmextpool)"),
         (name = "flash", description = "FlashCopy relationships (lsflash, mkflash, rmflash, resyncflash, reverseflash)"),
         (name = "groups", description = "consistency groups, freeze, revertible resyncs (commitflash, revertflash)"),
+        (name = "tokens", description = "API tokens by role (tzero token rotate)"),
         (name = "meta", description = "this document"),
     )
 )]
@@ -159,7 +160,14 @@ fn with_request_errors(mut doc: Value) -> Value {
         let Some(ops) = item.as_object_mut() else {
             continue;
         };
-        for op in ops.values_mut().filter(|op| op.get("responses").is_some()) {
+        for (method, op) in ops
+            .iter_mut()
+            .filter(|(_, op)| op.get("responses").is_some())
+        {
+            if method != "get" && method != "head" {
+                add_error(op, 403, C::Forbidden);
+                add_error(op, 503, C::AuditUnavailable);
+            }
             if let Some(body) = op.get_mut("requestBody") {
                 optional_body_is_absent_not_null(body);
                 add_error(op, 400, C::MalformedJson);
@@ -238,6 +246,8 @@ fn without_token(doc: &mut Value) {
         {
             if let Some(responses) = op.get_mut("responses").and_then(Value::as_object_mut) {
                 responses.remove("401");
+                // Roles are the token's: the socket may do anything.
+                responses.remove("403");
             }
         }
     }
@@ -307,7 +317,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let engine =
             tzero_engine::Engine::open_dir(dir.path(), Default::default()).expect("engine");
-        let app = super::super::router(engine.clone());
+        let tokens = crate::tokens::TokenStore::open(dir.path()).expect("tokens");
+        let app = super::super::router(engine.clone(), std::sync::Arc::new(tokens));
         let doc = openapi_document();
         let ops = operations(&doc);
         assert!(ops.len() >= 20, "{ops:?}");

@@ -40,9 +40,13 @@ pub(super) async fn create(
     body: Result<Json<CreateVolume>, JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<Volume>)> {
     let Json(req) = body?;
-    let track = req
-        .track_size
-        .unwrap_or(tzero_engine::geometry::DEFAULT_TRACK_SIZE);
+    // The engine reads a track size of 0 as "the default"; over the API the
+    // default is an absent field, and an explicit 0 is a bad request.
+    let track = match req.track_size {
+        None => tzero_engine::geometry::DEFAULT_TRACK_SIZE,
+        Some(0) => return Err(tzero_engine::VolumeError::InvalidTrackSize(0).into()),
+        Some(track) => track,
+    };
     let opts = VolumeOptions {
         pool: req.pool.clone(),
         space_efficient: req.space_efficient,

@@ -17,6 +17,7 @@ pub mod groups;
 pub mod pools;
 mod progress;
 pub mod revert;
+pub mod token;
 pub mod volumes;
 mod watch;
 
@@ -37,6 +38,7 @@ use flash::{
 use groups::{FreezeflashArgs, UnfreezeflashArgs};
 use pools::{LsextpoolArgs, MkextpoolArgs, RmextpoolArgs};
 use revert::{PairsArgs, SettleArgs};
+use token::TokenArgs;
 use volumes::{LsfbvolArgs, MkfbvolArgs, RmfbvolArgs};
 
 /// Default TCP address of the API.
@@ -139,6 +141,8 @@ pub enum Command {
     Lsextpool(LsextpoolArgs),
     /// Delete empty extent pools.
     Rmextpool(RmextpoolArgs),
+    /// API tokens: `token rotate admin|monitor`.
+    Token(TokenArgs),
 }
 
 #[derive(Debug, Args)]
@@ -159,6 +163,10 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 256, value_name = "N",
           value_parser = clap::value_parser!(u32).range(1..=65536))]
     pub max_connections: u32,
+    /// Size at which the audit log (DIR/audit.log, one JSON line per admin
+    /// action) is rotated to audit.log.1; four rotated logs are kept.
+    #[arg(long, default_value = "64MiB", value_name = "SIZE", value_parser = size)]
+    pub audit_max: u64,
 }
 
 /// Parses the process's command line, including the checks between flags
@@ -227,6 +235,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 cache_bytes: args.cache,
                 log_format: args.log_format,
                 max_connections: args.max_connections as usize,
+                audit_max_bytes: args.audit_max,
             })?;
             Ok(ExitCode::SUCCESS)
         }
@@ -237,7 +246,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .build()
                 .context("cannot start the async runtime")?;
             let json = cli.global.json;
-            rt.block_on(run_client(&client, command, json))
+            rt.block_on(run_client(&client, command, &cli.global.data, json))
         }
     }
 }
@@ -262,7 +271,12 @@ fn read_token_file(data: &Path) -> Option<String> {
 
 /// One handler per verb; each prints its own items' failures through the
 /// batch, which decides the exit code.
-async fn run_client(client: &Client, command: Command, json: bool) -> anyhow::Result<ExitCode> {
+async fn run_client(
+    client: &Client,
+    command: Command,
+    data: &Path,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
     let batch = &mut Batch::new();
     match command {
         // `run` starts the daemon itself and never gets here with `serve`.
@@ -287,6 +301,7 @@ async fn run_client(client: &Client, command: Command, json: bool) -> anyhow::Re
         Command::Mkextpool(a) => pools::mkextpool(client, batch, a, json).await?,
         Command::Lsextpool(a) => pools::lsextpool(client, batch, a, json).await?,
         Command::Rmextpool(a) => pools::rmextpool(client, batch, a, json).await?,
+        Command::Token(a) => token::token(client, batch, a, data, json).await?,
     }
     Ok(batch.exit())
 }
