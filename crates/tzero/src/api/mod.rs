@@ -40,6 +40,7 @@ use crate::api_types::{ErrorCode, Flash};
 mod console;
 mod errors;
 mod flash;
+pub mod fuzzing;
 mod groups;
 pub mod logging;
 mod metrics;
