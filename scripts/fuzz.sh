@@ -45,11 +45,17 @@ for t in "${targets[@]}"; do
     cp fuzz/corpus/"$t"/* "$work/$t/corpus/"
     seeds=$(find "$work/$t/corpus" -type f | wc -l)
     log="$work/$t/log"
+    # A dictionary, where a target has one, gives it words it cannot guess
+    # byte by byte (field names, edge numbers).
+    dict=()
+    if [ -f fuzz/dict/"$t".dict ]; then
+        dict=(-dict=fuzz/dict/"$t".dict)
+    fi
     # -timeout: one input may take at most 10 s (the session target's own
     # deadlines are 2 and 5 s); -rss_limit_mb: far above any honest input.
     if "$bin/$t" "$work/$t/corpus" -max_total_time="$secs" -rss_limit_mb=2048 \
         -timeout=10 -print_final_stats=1 -artifact_prefix="$work/$t/crash/" \
-        >"$log" 2>&1; then
+        "${dict[@]}" >"$log" 2>&1; then
         status=ok
     else
         status=FAILED

@@ -1,4 +1,4 @@
-//! Entry points for the cargo-fuzz targets in `/fuzz`.
+//! Entry points for the libFuzzer targets in `/fuzz` (run by `scripts/fuzz.sh`).
 //!
 //! Each function takes arbitrary bytes and must never panic, hang or
 //! allocate without bound; they are public so the fuzz crate (outside the
