@@ -41,6 +41,7 @@ mod topology;
 mod volume;
 mod volumes;
 
+pub use admin::freeze_deadline;
 pub use catalog::Provisioning;
 pub use engine::{Engine, EngineConfig};
 pub use error::{CatalogError, FlashError, IoError, OpenError, Refusal, VolumeError};

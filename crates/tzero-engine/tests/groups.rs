@@ -270,3 +270,30 @@ fn settling_by_sequence_number_is_all_or_none() {
     assert_eq!(settled.len(), 2);
     assert!(settled.iter().all(|f| !f.revert_pending));
 }
+
+#[test]
+fn a_freeze_timeout_past_the_clock_is_held_not_a_panic() {
+    // The API takes timeouts up to 2^63 - 1 s; `Instant + Duration` panicked on them, with the
+    // topology lock held, after establish_group had already inserted the relationships.
+    let e = engine();
+    for v in ["a", "ta", "b", "tb"] {
+        e.create_volume(v, CAP, TRACK).unwrap();
+    }
+    let forever = Duration::from_secs(i64::MAX as u64);
+    e.establish_group(
+        &pairs(&[("a", "ta")]),
+        FlashOptions::default(),
+        Some(forever),
+    )
+    .unwrap();
+    assert!(e.volume("a").unwrap().frozen);
+    e.establish("b", "tb", FlashOptions::default()).unwrap();
+    e.freeze(&["b".into()], Duration::MAX).unwrap();
+    assert!(e.volume("b").unwrap().frozen);
+    assert!(
+        tzero_engine::freeze_deadline(Duration::MAX)
+            > Instant::now() + Duration::from_secs(1 << 31)
+    );
+    e.unfreeze(&["a".into(), "b".into()]).unwrap();
+    assert!(!e.volume("a").unwrap().frozen && !e.volume("b").unwrap().frozen);
+}

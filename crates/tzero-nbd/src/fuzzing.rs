@@ -1,4 +1,4 @@
-//! Entry points for the cargo-fuzz targets in `/fuzz`.
+//! Entry points for the libFuzzer targets in `/fuzz` (run by `scripts/fuzz.sh`).
 //!
 //! Each function takes arbitrary bytes and must never panic, hang or
 //! allocate without bound; they are public so the fuzz crate (outside the
@@ -23,6 +23,10 @@ pub fn option_parsers(data: &[u8]) {
     }
     if let Some(raw) = data.get(..4) {
         let _ = wire::parse_client_flags(u32::from_be_bytes([raw[0], raw[1], raw[2], raw[3]]));
+    }
+    if let Ok(Some((h, payload, used))) = wire::decode_option(data) {
+        assert_eq!(usize::try_from(h.length).ok(), Some(payload.len()));
+        assert_eq!(used, wire::OPTION_HEADER_LEN + payload.len());
     }
     let _ = wire::parse_export_name(data);
     if let Ok(r) = wire::parse_info_request(data) {
@@ -57,14 +61,18 @@ pub fn request_parser(data: &[u8]) {
             base_allocation: None,
         },
     ];
-    for chunk in data.chunks_exact(wire::REQUEST_HEADER_LEN) {
-        let mut hdr = [0u8; wire::REQUEST_HEADER_LEN];
-        hdr.copy_from_slice(chunk);
-        if let Ok(req) = wire::parse_request(&hdr) {
-            assert_eq!(wire::encode_request(&req), hdr);
-            for c in &caps {
-                let _ = check_request(&req, c, 1 << 20);
+    for chunk in data.chunks(wire::REQUEST_HEADER_LEN) {
+        match wire::decode_request(chunk) {
+            Ok(Some((req, used))) => {
+                assert_eq!(used, wire::REQUEST_HEADER_LEN);
+                assert_eq!(wire::encode_request(&req)[..], chunk[..]);
+                for c in &caps {
+                    let _ = check_request(&req, c, 1 << 20);
+                }
             }
+            // Only the last, short chunk may ask for more bytes.
+            Ok(None) => assert!(chunk.len() < wire::REQUEST_HEADER_LEN),
+            Err(_) => {}
         }
     }
 }

@@ -548,6 +548,38 @@ pub fn encode_block_status(out: &mut Vec<u8>, cookie: u64, context: u32, descs: 
     }
 }
 
+// ---- incremental decoding ----------------------------------------------
+
+// The server reads fixed-size headers with `read_exact`, so it never holds a
+// partial message. These decode from the front of a byte buffer instead,
+// `Ok(None)` meaning "more bytes needed", for callers that hold a stream in
+// memory (the fuzzers, the wire property tests, a client). A header is
+// judged only once all of it is there: a prefix is never an error.
+
+/// Decodes one option request, header and then `length` bytes of payload,
+/// from the front of `buf`: the header, the payload and the bytes taken.
+pub fn decode_option(buf: &[u8]) -> Result<Option<(OptionHeader, &[u8], usize)>, WireError> {
+    let Some(h) = buf.first_chunk::<OPTION_HEADER_LEN>() else {
+        return Ok(None);
+    };
+    let hdr = parse_option_header(h)?;
+    // A length past the address space can never be satisfied.
+    let end = usize::try_from(hdr.length)
+        .ok()
+        .and_then(|l| l.checked_add(OPTION_HEADER_LEN))
+        .ok_or(WireError::Truncated)?;
+    Ok(buf.get(OPTION_HEADER_LEN..end).map(|p| (hdr, p, end)))
+}
+
+/// Decodes one request header from the front of `buf` (a write's payload,
+/// `length` bytes, follows it and is not included).
+pub fn decode_request(buf: &[u8]) -> Result<Option<(Request, usize)>, WireError> {
+    let Some(h) = buf.first_chunk::<REQUEST_HEADER_LEN>() else {
+        return Ok(None);
+    };
+    Ok(Some((parse_request(h)?, REQUEST_HEADER_LEN)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

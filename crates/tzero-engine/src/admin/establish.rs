@@ -146,7 +146,7 @@ impl Engine {
         }
         if let Some(timeout) = freeze {
             // Set before the topology lock is released: no write slips in between.
-            let deadline = std::time::Instant::now() + timeout;
+            let deadline = super::freeze::freeze_deadline(timeout);
             for (src, _) in &volumes {
                 *src.frozen_until.lock() = Some(deadline);
             }

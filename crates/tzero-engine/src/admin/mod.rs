@@ -15,6 +15,8 @@ mod reverse;
 mod settings;
 mod withdraw;
 
+pub use freeze::freeze_deadline;
+
 use crate::bitmap::Bitmap;
 use crate::engine::{Engine, Inner};
 use crate::error::{FlashError, Refusal};

@@ -63,7 +63,7 @@ pub(super) async fn establish(
 
 /// An empty volume list: the engine would do nothing, which is never what
 /// the caller meant.
-fn name_some(volumes: &[String], what: &str) -> ApiResult<()> {
+pub(super) fn name_some(volumes: &[String], what: &str) -> ApiResult<()> {
     if volumes.is_empty() {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,

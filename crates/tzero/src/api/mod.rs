@@ -2,7 +2,8 @@
 //! module per resource (`volumes`, `pools`, `flash`, `groups`), the error
 //! mapping in `errors` and the generated document in `openapi`; beside them
 //! `/metrics` (`metrics`, Prometheus text), the web console at `/`
-//! (`console`) and the audit line per admin action (`logging`).
+//! (`console`), the audit line per admin action (`logging`) and the entry
+//! point of the request-body fuzz target (`fuzzing`).
 //!
 //! Invariants kept here:
 //! - every engine call is blocking disk I/O and runs on tokio's blocking pool
@@ -42,6 +43,7 @@ use crate::tokens::{Role, TokenStore};
 mod console;
 mod errors;
 mod flash;
+pub mod fuzzing;
 mod groups;
 pub mod logging;
 mod metrics;
