@@ -60,6 +60,7 @@ MODEL=("$PY" "$ROOT/scripts/soak_model.py")
 
 CAP=$((8 << 20))            # 8 MiB: 128 tracks of 64 KiB, whole images compared every cycle
 VOLS=(a b c d e f g h)
+CHUNKS=10                   # qemu-io runs planned per writer per cycle (soak_model.py plan)
 W=$(mktemp -d "${TMPDIR:-/tmp}/tzero-soak.XXXXXX")
 export SOAK_DIR=$W
 DATA=$W/data
@@ -92,15 +93,19 @@ API_PORT=$(free_port)
 
 tz() { "$TZERO" --data "$DATA" "$@"; }
 
+spawn_daemon() {
+  echo "=== start (kills so far: $kills) $(date -u +%T.%N)" >>"$LOG"
+  "$TZERO" serve --data "$DATA" --nbd "127.0.0.1:$NBD_PORT" --api "127.0.0.1:$API_PORT" \
+    </dev/null >>"$LOG" 2>&1 &
+  DPID=$!
+}
+
 start_daemon() {
   # Loopback only. The ports stay the same across restarts (the daemon binds with
   # SO_REUSEADDR); if another process took one meanwhile, take new ones.
   local attempt
   for attempt in 1 2 3; do
-    echo "=== start (kills so far: $kills) $(date -u +%T.%N)" >>"$LOG"
-    "$TZERO" serve --data "$DATA" --nbd "127.0.0.1:$NBD_PORT" --api "127.0.0.1:$API_PORT" \
-      </dev/null >>"$LOG" 2>&1 &
-    DPID=$!
+    spawn_daemon
     for _ in $(seq 600); do
       if ! kill -0 "$DPID" 2>/dev/null; then break; fi
       # The unix socket answers once the NBD and TCP listeners are bound (serve.rs binds
@@ -164,7 +169,7 @@ fill() {
 # its error lines in order in one file, which is how soak_model.py tells what was answered.
 writer() {
   local v=$1 k cmds out c
-  for k in 0 1 2 3 4 5; do
+  for k in $(seq 0 $((CHUNKS - 1))); do
     cmds=$W/plan/$v.$k.cmds
     out=$W/plan/$v.$k.out
     local args=()
@@ -184,6 +189,40 @@ withdraw() {
   if [ "$undefined" = true ]; then fill "${pair#*:}"; fi
 }
 
+# rmflash --cp, chflash --cp, setflashrate: they change no data the model knows of (a target
+# withdrawn when copied stays defined), so a refusal is only counted.
+other() {
+  local out
+  if ! out=$(tz "$@" 2>&1); then
+    say "refused: $out"
+    "${MODEL[@]}" count refused
+  fi
+}
+
+# mkflash or rmflash cut by a kill -9 a few milliseconds in (the CLI may not even have
+# connected). After the restart the daemon's own listing says whether it happened, and the
+# model follows: a group's pairs all exist (T0 = the sources' models, exact since no writer
+# ran) or none does (the targets are unchanged); a withdrawn pair's target is defined or
+# marked undefined (then refilled), a pair still there left its target as it was.
+admin_killed() {
+  local ms=$((RANDOM % 40)) cli v
+  say "tzero $* cut by a kill after $ms ms"
+  tz "$@" >"$W/admin.out" 2>&1 &
+  cli=$!
+  sleep "0.$(printf '%03d' "$ms")"
+  kill_daemon
+  wait "$cli" || true
+  start_daemon
+  tz --json lsflash >"$W/flash.json"
+  tz --json lsfbvol >"$W/lsfbvol.json"
+  if ! "${MODEL[@]}" settle "$W/flash.json" "$W/lsfbvol.json" "$@" >"$W/settle.out"; then
+    FAILED=1
+    echo "soak: after tzero $* was cut by a kill: $(cat "$W/settle.out")" >&2
+    exit 1
+  fi
+  while IFS= read -r v; do fill "$v"; done <"$W/settle.out"
+}
+
 topology() {
   local line pair pairs rc out
   tz --json lsflash >"$W/flash.json"
@@ -195,7 +234,9 @@ topology() {
       mkflash)
         pairs=()
         for pair in "${words[@]:1}"; do [[ $pair == *:* ]] && pairs+=("$pair"); done
-        if out=$(tz "${words[@]}" 2>&1); then
+        if [ $((RANDOM % 6)) = 0 ] && [ "$kills" -lt $((KILLS - 1)) ]; then
+          admin_killed "${words[@]}"
+        elif out=$(tz "${words[@]}" 2>&1); then
           "${MODEL[@]}" t0 "${pairs[@]}"
         else
           rc=$?
@@ -214,13 +255,15 @@ topology() {
         ;;
       rmflash)
         if [ "${words[1]}" = "--cp" ]; then
-          tz "${words[@]}" >/dev/null || { FAILED=1; echo "soak: tzero $line failed" >&2; exit 1; }
+          other "${words[@]}"
+        elif [ $((RANDOM % 6)) = 0 ] && [ "$kills" -lt $((KILLS - 1)) ]; then
+          admin_killed "${words[@]}"
         else
           withdraw "${words[-1]}"
         fi
         ;;
       *)
-        tz "${words[@]}" >/dev/null || { FAILED=1; echo "soak: tzero $line failed" >&2; exit 1; }
+        other "${words[@]}"
         ;;
     esac
   done < <("${MODEL[@]}" topo "$SEED" "$1" "$W/flash.json")
@@ -232,9 +275,14 @@ check() {
   mkdir -p "$W/read"
   tz --json lsfbvol >"$W/lsfbvol.json"
   tz --json lsflash >"$W/lsflash.json"
+  local pids=()
   for v in "${VOLS[@]}"; do
     rm -f "$W/read/$v.img"
-    nbdcopy "$(uri "$v")" "$W/read/$v.img"
+    nbdcopy "$(uri "$v")" "$W/read/$v.img" &
+    pids+=($!)
+  done
+  for v in "${pids[@]}"; do
+    wait "$v" || { echo "soak: nbdcopy could not read a volume back" >&2; return 1; }
   done
   "${MODEL[@]}" check "$W/read" "$W/lsfbvol.json" "$W/lsflash.json" || rc=$?
   return $rc
@@ -260,17 +308,26 @@ RANDOM=$((SEED % 32768))
 cycle=0
 while [ "$kills" -lt "$KILLS" ]; do
   topology "$cycle"
-  read -ra wvols <<<"$("${MODEL[@]}" plan "$SEED" "$cycle")"
+  read -ra wvols <<<"$("${MODEL[@]}" plan "$SEED" "$cycle" "$CHUNKS")"
   WRITERS=()
   for v in "${wvols[@]}"; do writer "$v" & WRITERS+=($!); done
   # The kill lands anywhere: in the connects, mid-write, mid-flush, after the writers are done
   # (background copy and destage only).
-  ms=$((RANDOM % 1500 + 20))
+  ms=$((RANDOM % 1000 + 10))
   sleep "$((ms / 1000)).$(printf '%03d' $((ms % 1000)))"
   kill_daemon
   for p in "${WRITERS[@]}"; do wait "$p" || true; done
   WRITERS=()
   say "killed after ${ms} ms; writers: ${wvols[*]}"
+  if [ $((RANDOM % 10)) = 0 ] && [ "$kills" -lt "$KILLS" ]; then
+    # Killed again while it opens the catalog and recovers (it may not have started yet).
+    ms=$((RANDOM % 60))
+    spawn_daemon
+    sleep "0.$(printf '%03d' "$ms")"
+    kill_daemon
+    say "killed again $ms ms into its start"
+    "${MODEL[@]}" count kills_in_recovery
+  fi
   start_daemon
   if ! check; then
     FAILED=1

@@ -136,6 +136,35 @@ def cmd_withdrawn(pair, undefined):
     save_state(st)
 
 
+def cmd_settle(flash_json, lsfbvol_json, words):
+    """After `tzero WORDS` was cut by a kill: what happened, from the daemon's listing. Prints
+    the volumes to refill (left undefined); exit 1 when a group is half made."""
+    st = load_state()
+    with open(flash_json) as f:
+        rels = {(r["source"], r["target"]) for r in json.load(f)}
+    with open(lsfbvol_json) as f:
+        vols = {v["name"]: v for v in json.load(f)}
+    pairs = [tuple(w.split(":")) for w in words if ":" in w]
+    st["stats"]["admin_cut"] = st["stats"].get("admin_cut", 0) + 1
+    if words[0] == "mkflash":
+        there = [p for p in pairs if p in rels]
+        if there and len(there) != len(pairs):
+            sys.exit(f"consistency group half established: {there} of {pairs}")
+        save_state(st)
+        if there:
+            cmd_t0([f"{s}:{t}" for s, t in pairs])
+        return
+    s, t = pairs[0]
+    if (s, t) not in rels:
+        undefined = vols[t]["contents_undefined"]
+        save_state(st)
+        cmd_withdrawn(f"{s}:{t}", "true" if undefined else "false")
+        if undefined:
+            print(t)
+        return
+    save_state(st)
+
+
 def cmd_count(key):
     st = load_state()
     st["stats"][key] = st["stats"].get(key, 0) + 1
@@ -210,7 +239,7 @@ def cmd_topo(seed, cycle, flash_json):
 # ---------------------------------------------------------------------------------------------
 # writers
 
-def cmd_plan(seed, cycle):
+def cmd_plan(seed, cycle, n_chunks):
     """This cycle's writers: 2–5 defined volumes, each a list of qemu-io runs ("chunks") that
     soak.sh starts one after another until the daemon dies. Prints the volumes."""
     rnd = random.Random(f"{seed}-{cycle}-plan")
@@ -224,7 +253,7 @@ def cmd_plan(seed, cycle):
     for v in chosen:
         idx = st["vols"][v]["idx"]
         chunks = []
-        for k in range(6):
+        for k in range(n_chunks):
             ops, lines, mark = [], [], 0
             for _ in range(rnd.randint(2, 5)):
                 for _ in range(rnd.randint(1, 4)):
@@ -362,10 +391,18 @@ def cmd_check(read_dir, lsfbvol_json, lsflash_json, limit_print=8):
     with open(lsfbvol_json) as f:
         daemon_vols = {v["name"]: v for v in json.load(f)}
     with open(lsflash_json) as f:
-        for r in json.load(f):
-            if r["state"] == "failed":
-                print(f"FAILED RELATIONSHIP {r['source']}:{r['target']}: {r.get('reason')}")
-                problems["other"] += 1
+        rels = json.load(f)
+    # What the kill interrupted (as the restarted daemon lists it): a background copy still
+    # owing tracks, a NOCOPY relationship, a cascade (a target that is also a source).
+    tgts = {r["target"] for r in rels}
+    for key, hit in (("restarts_with_copy_in_progress", any(r["state"] == "copying" for r in rels)),
+                     ("restarts_with_nocopy", any(r["state"] == "no_copy" for r in rels)),
+                     ("restarts_with_cascade", any(r["source"] in tgts for r in rels))):
+        stats[key] = stats.get(key, 0) + (1 if hit else 0)
+    for r in rels:
+        if r["state"] == "failed":
+            print(f"FAILED RELATIONSHIP {r['source']}:{r['target']}: {r.get('reason')}")
+            problems["other"] += 1
 
     planned = set()
     if os.path.isdir(path("plan")):
@@ -382,6 +419,7 @@ def cmd_check(read_dir, lsfbvol_json, lsflash_json, limit_print=8):
         return data_cache[seq][i * SECTOR:(i + 1) * SECTOR]
 
     settled = {}
+    writers_cut = 0
     for v in sorted(st["vols"]):
         if not st["vols"][v]["defined"]:
             continue
@@ -402,11 +440,24 @@ def cmd_check(read_dir, lsfbvol_json, lsflash_json, limit_print=8):
         cands, required, history = ({}, {}, {})
         if v in planned:
             cands, required, history = apply_plan(st, v)
+            if any("P" in c and len(c) > 1 for c in cands.values()):
+                writers_cut += 1
         if got == model and all("P" in c for c in cands.values()):
             settled[v] = got
             continue
         shown = 0
-        for s in range(len(model) // SECTOR):
+        # Sectors no write touched must equal the model: compared run by run (fast), sector
+        # by sector only inside a run that differs; touched sectors one by one.
+        n_sec = len(model) // SECTOR
+        suspects = set(cands)
+        edges = sorted(cands) + [n_sec]
+        a = 0
+        for b in edges:
+            if b > a and got[a * SECTOR:b * SECTOR] != model[a * SECTOR:b * SECTOR]:
+                suspects.update(x for x in range(a, b)
+                                if got[x * SECTOR:(x + 1) * SECTOR] != model[x * SECTOR:(x + 1) * SECTOR])
+            a = b + 1
+        for s in sorted(suspects):
             g = got[s * SECTOR:(s + 1) * SECTOR]
             allowed = cands.get(s, {"P"})
             vals = [ref_bytes(r, model, s) for r in sorted(allowed, key=str)]
@@ -426,6 +477,8 @@ def cmd_check(read_dir, lsfbvol_json, lsflash_json, limit_print=8):
                 print(f"... more bad sectors in {v}")
         settled[v] = got
     stats["checks"] += 1
+    if writers_cut:
+        stats["restarts_with_writes_in_doubt"] = stats.get("restarts_with_writes_in_doubt", 0) + 1
     bad = sum(problems.values())
     # Counters accumulate in state.json for the summary line; a failed check keeps the
     # model, the plan and the data files as evidence.
@@ -451,7 +504,12 @@ def cmd_summary():
           f"fua_acked={s['writes_fua_acked']} flushes_acked={s['flushes_acked']} "
           f"writes_in_doubt={s['writes_in_doubt']} established={s['established']} "
           f"withdrawn={s['withdrawn']} (undefined after: {s['undefined_after_withdraw']}) "
-          f"refused={s['refused']} sectors_checked={s['sectors_checked']}")
+          f"refused={s['refused']} admin_cut_by_kill={s.get('admin_cut', 0)} "
+          f"kills_in_recovery={s.get('kills_in_recovery', 0)} checks={s['checks']} "
+          f"sectors_checked={s['sectors_checked']} restarts_with: "
+          f"writes_in_doubt={s.get('restarts_with_writes_in_doubt', 0)} "
+          f"copy_in_progress={s.get('restarts_with_copy_in_progress', 0)} "
+          f"nocopy={s.get('restarts_with_nocopy', 0)} cascade={s.get('restarts_with_cascade', 0)}")
 
 
 def cmd_find_file(vol, data_dir):
@@ -496,12 +554,14 @@ def main():
         cmd_t0(a[1:])
     elif cmd == "withdrawn":
         cmd_withdrawn(a[1], a[2])
+    elif cmd == "settle":
+        cmd_settle(a[1], a[2], a[3:])
     elif cmd == "count":
         cmd_count(a[1])
     elif cmd == "topo":
         cmd_topo(a[1], int(a[2]), a[3])
     elif cmd == "plan":
-        cmd_plan(a[1], int(a[2]))
+        cmd_plan(a[1], int(a[2]), int(a[3]))
     elif cmd == "check":
         cmd_check(a[1], a[2], a[3])
     elif cmd == "summary":
