@@ -10,9 +10,11 @@
 #   2. a write acknowledged with FUA, or before an acknowledged FLUSH, is never lost;
 #   3. a write not flushed may be lost or kept, but nothing else changes: every other sector of
 #      every volume reads what it held before.
-# Topology keeps changing between kills (mkflash COPY/NOCOPY/groups, rmflash, rmflash --cp,
-# chflash --cp, setflashrate), always with the daemon up and no writer running, so every T0 is
-# an exact image. The reference model (scripts/soak_model.py) keeps each volume's expected
+# Topology keeps changing between kills (mkflash COPY/NOCOPY/--record/two-pair groups, rmflash,
+# rmflash --cp, resyncflash, chflash --cp, setflashrate), with no writer running, so every T0
+# is an exact image. One mkflash/rmflash in three is itself cut by a kill -9 a few ms in (after
+# the restart the daemon's listing says whether it happened: a group all or nothing), and one
+# restart in ten is killed again while the daemon opens its catalog. The reference model (scripts/soak_model.py) keeps each volume's expected
 # contents on disk, and every sector a writer writes is stamped with (volume, write number,
 # offset) so a misplaced or stale sector is caught, not only a wrong pattern.
 #
@@ -24,7 +26,9 @@
 # daemon is down; the checker must report exactly that volume and offset (exit 0 if it does).
 #
 # Env: TZERO_BIN (default target/release/tzero, built if missing), KEEP=1 keeps the work
-# directory (it is kept anyway when the check fails: it is the evidence), SOAK_VERBOSE=1.
+# directory (it is kept anyway when the check fails: it is the evidence), SOAK_VERBOSE=1 says
+# what each cycle does, SEED (or --seed) replays the same choices (the kill moments' effects
+# depend on timing, so a replay is close, not identical).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -234,7 +238,7 @@ topology() {
       mkflash)
         pairs=()
         for pair in "${words[@]:1}"; do [[ $pair == *:* ]] && pairs+=("$pair"); done
-        if [ $((RANDOM % 6)) = 0 ] && [ "$kills" -lt $((KILLS - 1)) ]; then
+        if [ $((RANDOM % 3)) = 0 ] && [ "$kills" -lt $((KILLS - 1)) ]; then
           admin_killed "${words[@]}"
         elif out=$(tz "${words[@]}" 2>&1); then
           "${MODEL[@]}" t0 "${pairs[@]}"
@@ -256,10 +260,20 @@ topology() {
       rmflash)
         if [ "${words[1]}" = "--cp" ]; then
           other "${words[@]}"
-        elif [ $((RANDOM % 6)) = 0 ] && [ "$kills" -lt $((KILLS - 1)) ]; then
+        elif [ $((RANDOM % 3)) = 0 ] && [ "$kills" -lt $((KILLS - 1)) ]; then
           admin_killed "${words[@]}"
         else
           withdraw "${words[-1]}"
+        fi
+        ;;
+      resyncflash)
+        # A new T0 for the target: the source's model as of now (a refusal changes nothing).
+        if out=$(tz "${words[@]}" 2>&1); then
+          "${MODEL[@]}" t0 "${words[-1]}"
+          "${MODEL[@]}" count resynced
+        else
+          say "refused: $out"
+          "${MODEL[@]}" count refused
         fi
         ;;
       *)

@@ -180,7 +180,9 @@ def cmd_topo(seed, cycle, flash_json):
     rnd = random.Random(f"{seed}-{cycle}-topo")
     st = load_state()
     with open(flash_json) as f:
-        rels = [(r["source"], r["target"], r["state"]) for r in json.load(f)]
+        listing = json.load(f)
+        rels = [(r["source"], r["target"], r["state"]) for r in listing]
+        recording = [(r["source"], r["target"]) for r in listing if r.get("recording")]
     names = sorted(st["vols"])
     involved = {s for s, _, _ in rels} | {t for _, t, _ in rels}
     targets = {t for _, t, _ in rels}
@@ -197,7 +199,11 @@ def cmd_topo(seed, cycle, flash_json):
             # Mostly withdraw now (an incomplete copy leaves t undefined: refilled, then
             # written again); sometimes withdraw when copied (the target stays defined).
             out = [f"rmflash {s}:{t}" if rnd.random() < 0.8 else f"rmflash --cp {s}:{t}"]
-        elif rels and r < 0.50:
+        elif recording and r < 0.47:
+            # Incremental: a new T0, only the changed tracks copied again.
+            s, t = rnd.choice(recording)
+            out = [f"resyncflash --record --persist {s}:{t}"]
+        elif rels and r < 0.52:
             s, t, state = rnd.choice(rels)
             if state == "no_copy":
                 out = [f"chflash --cp {s}:{t}"]
@@ -231,6 +237,8 @@ def cmd_topo(seed, cycle, flash_json):
                     flags = f"--rate {rnd.choice(['256KiB', '512KiB', '1MiB', '2MiB'])}"
                     if rnd.random() < 0.5:
                         flags += " --persist"
+                        if rnd.random() < 0.5:
+                            flags += " --record"
                 out = [f"mkflash {flags} " + " ".join(f"{s}:{t}" for s, t in pairs)]
     for line in out:
         print(line)
@@ -401,7 +409,7 @@ def cmd_check(read_dir, lsfbvol_json, lsflash_json, limit_print=8):
         stats[key] = stats.get(key, 0) + (1 if hit else 0)
     for r in rels:
         if r["state"] == "failed":
-            print(f"FAILED RELATIONSHIP {r['source']}:{r['target']}: {r.get('reason')}")
+            print(f"FAILED RELATIONSHIP {r['source']}:{r['target']}: {r.get('failure')}")
             problems["other"] += 1
 
     planned = set()
@@ -504,7 +512,7 @@ def cmd_summary():
           f"fua_acked={s['writes_fua_acked']} flushes_acked={s['flushes_acked']} "
           f"writes_in_doubt={s['writes_in_doubt']} established={s['established']} "
           f"withdrawn={s['withdrawn']} (undefined after: {s['undefined_after_withdraw']}) "
-          f"refused={s['refused']} admin_cut_by_kill={s.get('admin_cut', 0)} "
+          f"resynced={s.get('resynced', 0)} refused={s['refused']} admin_cut_by_kill={s.get('admin_cut', 0)} "
           f"kills_in_recovery={s.get('kills_in_recovery', 0)} checks={s['checks']} "
           f"sectors_checked={s['sectors_checked']} restarts_with: "
           f"writes_in_doubt={s.get('restarts_with_writes_in_doubt', 0)} "
