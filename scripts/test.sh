@@ -3,8 +3,8 @@
 # (qemu-io/qemu-img, nbdinfo/nbdcopy, nbdkit, fio), promtool (package prometheus: it checks /metrics)
 # and the tools of the full-disk tests (mkfs.ext4,
 # losetup; those tests mount a tmpfs and a loop ext4, so they need root) when they are missing,
-# then runs every test: cargo's, schemathesis against the API, and the web console's browser
-# test (tests/console, headless Chromium).
+# then runs every test: cargo's, schemathesis against the API, the web console's browser
+# test (tests/console, headless Chromium) and a 50-kill soak of the daemon (scripts/soak.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -42,4 +42,7 @@ if [ $# -eq 0 ]; then
   python3 -c 'import selenium' 2>/dev/null || python3 -m pip install -q selenium
   cargo build --release -q
   python3 tests/console/test_console.py
+  # 50 kill -9s of the daemon under qemu-io writers on COPY, NOCOPY and cascaded pairs, every
+  # volume checked against the reference model after each restart (RELIABILITY.md).
+  scripts/soak.sh --kills 50
 fi
