@@ -556,9 +556,13 @@ pub fn encode_block_status(out: &mut Vec<u8>, cookie: u64, context: u32, descs: 
 // memory (the fuzzers, the wire property tests, a client). A header is
 // judged only once all of it is there: a prefix is never an error.
 
+/// One option request decoded from the front of a buffer: its header, its
+/// payload (borrowed from the buffer) and the bytes taken.
+pub type DecodedOption<'a> = (OptionHeader, &'a [u8], usize);
+
 /// Decodes one option request, header and then `length` bytes of payload,
 /// from the front of `buf`: the header, the payload and the bytes taken.
-pub fn decode_option(buf: &[u8]) -> Result<Option<(OptionHeader, &[u8], usize)>, WireError> {
+pub fn decode_option(buf: &[u8]) -> Result<Option<DecodedOption<'_>>, WireError> {
     let Some(h) = buf.first_chunk::<OPTION_HEADER_LEN>() else {
         return Ok(None);
     };

@@ -18,8 +18,8 @@ use tzero_nbd::wire::{self, ClientFlags, OptionHeader, Request, WireError};
 
 /// The client's flags word.
 fn enc_client_flags(f: ClientFlags) -> u32 {
-    u32::from(f.fixed_newstyle) * wire::FLAG_C_FIXED_NEWSTYLE
-        | u32::from(f.no_zeroes) * wire::FLAG_C_NO_ZEROES
+    (u32::from(f.fixed_newstyle) * wire::FLAG_C_FIXED_NEWSTYLE)
+        | (u32::from(f.no_zeroes) * wire::FLAG_C_NO_ZEROES)
 }
 
 /// An option request: IHAVEOPT, option, payload length, payload.
