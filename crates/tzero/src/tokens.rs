@@ -147,21 +147,9 @@ impl TokenStore {
     }
 
     fn write_digest(&self, role: Role, d: &Digest32) -> anyhow::Result<()> {
-        let path = self.path(role);
         let tmp = self.dir.join(format!(".{}.sha256.tmp", role.as_str()));
-        let _ = std::fs::remove_file(&tmp);
         let hex: String = d.iter().map(|b| format!("{b:02x}")).collect();
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .with_context(|| format!("cannot create {}", tmp.display()))?;
-        file.write_all(format!("{hex}\n").as_bytes())
-            .and_then(|()| file.sync_all())
-            .with_context(|| format!("cannot write {}", tmp.display()))?;
-        std::fs::rename(&tmp, &path)
-            .with_context(|| format!("cannot replace {}", path.display()))?;
+        replace_private_file(&self.path(role), &tmp, &hex)?;
         // The rename is durable only once the directory is synced.
         std::fs::File::open(&self.dir)
             .and_then(|d| d.sync_all())
@@ -214,18 +202,24 @@ fn admin_token_file(path: &Path) -> anyhow::Result<String> {
 /// Writes a plaintext token file readable only by its owner (the CLI's
 /// credential: `DATA/api-token`, or `token rotate --save FILE`).
 pub fn write_token_file(path: &Path, token: &str) -> anyhow::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let _ = std::fs::remove_file(&tmp);
+    replace_private_file(path, &path.with_extension("tmp"), token)
+}
+
+/// Replaces `path` with one line of `text` in a file only its owner can read:
+/// written and synced under `tmp`, then renamed, so a crash leaves the old
+/// file or the new one, never a torn one.
+fn replace_private_file(path: &Path, tmp: &Path, text: &str) -> anyhow::Result<()> {
+    let _ = std::fs::remove_file(tmp);
     let mut file = OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
-        .open(&tmp)
+        .open(tmp)
         .with_context(|| format!("cannot create {}", tmp.display()))?;
-    file.write_all(format!("{token}\n").as_bytes())
+    file.write_all(format!("{text}\n").as_bytes())
         .and_then(|()| file.sync_all())
         .with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot replace {}", path.display()))
+    std::fs::rename(tmp, path).with_context(|| format!("cannot replace {}", path.display()))
 }
 
 #[cfg(test)]
