@@ -135,7 +135,10 @@ async fn log_request(State(audited): State<Audited>, mut req: Request, next: Nex
     let duration_ms = (ms * 1000.0).round() / 1000.0;
     span.record("status", status.as_u16());
     span.record("latency_ms", duration_ms);
-    let _in = span.enter();
+    // The lines below go out inside the request's span. Entered with
+    // `in_scope`, not a guard: a guard held across the audit append's
+    // `.await` stays on the thread the task left, and the line written after
+    // the task resumes on another worker would miss the span.
     if admin {
         // Absent values (`None`) leave their key out of the line.
         let param = |k: &str| {
@@ -168,7 +171,7 @@ async fn log_request(State(audited): State<Audited>, mut req: Request, next: Nex
         // written the action stands (it is done), and the log refuses the
         // next ones until it can be reopened.
         let _ = tokio::task::spawn_blocking(move || log.append(&record)).await;
-        tracing::info!(
+        span.in_scope(|| tracing::info!(
             target: "tzero::admin",
             caller = caller.as_str(),
             role,
@@ -183,9 +186,9 @@ async fn log_request(State(audited): State<Audited>, mut req: Request, next: Nex
             code = some(&code),
             duration_ms,
             "admin action"
-        );
+        ));
     } else {
-        tracing::debug!(status = status.as_u16(), duration_ms, "request");
+        span.in_scope(|| tracing::debug!(status = status.as_u16(), duration_ms, "request"));
     }
     response
 }
