@@ -81,6 +81,42 @@ pub struct VolumeRecord {
     /// How the volume takes space from its pool.
     #[serde(default)]
     pub provisioning: Provisioning,
+    /// Set on the hidden volume that holds a Safeguarded Copy backup ([`crate::safeguarded`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupRecord>,
+    /// A source's safeguarded capacity: the space its backups may take.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub safeguarded: Option<SafeguardedRecord>,
+}
+
+/// A Safeguarded Copy backup: a hidden, space-efficient NOCOPY target of `source` that no host
+/// and no API path writes. Its volume id is the backup's id.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BackupRecord {
+    pub source: u64,
+    /// Wall-clock time of its T0, in ms.
+    pub taken_ms: u64,
+    /// Nothing removes it before this time (ms since the epoch).
+    pub retain_until_ms: u64,
+    /// The schedule that took it, if any.
+    #[serde(default)]
+    pub policy: Option<String>,
+    /// Backups taken together (one T0) share this id: the first backup's id.
+    pub group: u64,
+    /// Tracks the source changed between the previous backup's T0 and this one's; `None` for
+    /// the first backup of a source.
+    #[serde(default)]
+    pub changed_tracks: Option<u64>,
+    /// The change was more than the anomaly factor times the median of the last backups.
+    #[serde(default)]
+    pub anomaly: bool,
+}
+
+/// Safeguarded capacity of a source volume, taken from an extent pool when it is made.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SafeguardedRecord {
+    pub pool: u64,
+    pub capacity: u64,
 }
 
 /// DS8000 storage allocation methods.
@@ -108,6 +144,12 @@ pub struct PoolRecord {
 impl VolumeRecord {
     pub fn file_name(&self) -> String {
         format!("vol-{:016x}.img", self.id)
+    }
+
+    /// The name of a backup's hidden volume: it starts with '.', which no host-made volume
+    /// name may, so the two never collide.
+    pub fn backup_name(id: u64) -> String {
+        format!(".sgc-{id}")
     }
 }
 

@@ -164,15 +164,20 @@ impl Engine {
             has_persister: config.background,
             counters: Default::default(),
         });
-        let threads = if config.background {
-            crate::threads::spawn(&inner)?
-        } else {
-            Vec::new()
+        let engine = Engine {
+            inner: inner.clone(),
+            threads: Arc::default(),
         };
-        Ok(Engine {
-            inner,
-            threads: Arc::new(Mutex::new(threads)),
-        })
+        // Before any thread runs: an expiry a crash interrupted is finished first.
+        engine.remove_orphan_backups().map_err(|e| {
+            OpenError::Catalog(crate::error::CatalogError::Database(Box::new(
+                std::io::Error::other(e.to_string()),
+            )))
+        })?;
+        if config.background {
+            *engine.threads.lock() = crate::threads::spawn(&inner)?;
+        }
+        Ok(engine)
     }
 
     pub(crate) fn lookup(&self, name: &str) -> Option<Arc<Volume>> {
@@ -185,6 +190,10 @@ impl Engine {
         let vol = self
             .lookup(name)
             .ok_or_else(|| crate::VolumeError::NotFound(name.to_string()))?;
+        // A backup has no host path: no export reads or writes it.
+        if vol.is_backup() {
+            return Err(crate::VolumeError::IsBackup(name.to_string()));
+        }
         Ok(VolumeHandle::new(self.inner.clone(), vol))
     }
 
@@ -193,6 +202,7 @@ impl Engine {
             .topology
             .read()
             .rels()
+            .filter(|r| !r.target_name.starts_with(".sgc-"))
             .map(|r| r.info())
             .collect()
     }

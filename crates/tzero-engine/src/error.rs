@@ -66,6 +66,13 @@ pub enum VolumeError {
     Open { name: String, clients: usize },
     #[error("volume {0:?}: a space-efficient volume must be allocated from an extent pool")]
     NeedsPool(String),
+    /// Safeguarded Copy backups are not volumes to manage: they leave only by expiring.
+    #[error("{0:?} is a Safeguarded Copy backup, not a volume: it is immutable; see lssgc, recoversgc and rmsgc")]
+    IsBackup(String),
+    #[error("volume {name:?} has {count} Safeguarded Copy backup(s); they are immutable until their retention ends: remove them with rmsgc once expired, then delete the volume")]
+    HasBackups { name: String, count: usize },
+    #[error("extent pool {pool:?} holds the safeguarded capacity of {volumes}; remove that first")]
+    PoolHoldsSafeguarded { pool: String, volumes: String },
     /// `--force` could not withdraw one of the volume's relationships.
     #[error("withdrawing a relationship of volume {name:?} failed")]
     Withdraw {
@@ -79,6 +86,86 @@ pub enum VolumeError {
     Poisoned,
     #[error("the engine is shutting down")]
     ShuttingDown,
+}
+
+/// Errors of Safeguarded Copy: capacity, backups, recovery.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SgcError {
+    #[error("volume {0:?} not found")]
+    VolumeNotFound(String),
+    #[error("no Safeguarded Copy backup {0}")]
+    NotFound(u64),
+    #[error("no volumes given")]
+    NoVolumes,
+    #[error("volume {0:?} has no safeguarded capacity; give it some with mksafeguardedcap")]
+    NoCapacity(String),
+    #[error("the safeguarded capacity of {volume:?} is full ({} of {} used); the backup was not taken: grow it with mksafeguardedcap, let older backups expire (rmsgc), or set the policy's --on-full expire-oldest", format_bytes(*.used), format_bytes(*.capacity))]
+    CapacityFull {
+        volume: String,
+        used: u64,
+        capacity: u64,
+    },
+    #[error("the safeguarded capacity of {volume:?} holds {backups} backup(s): it can grow, but not shrink, move or go until they have expired")]
+    CapacityInUse { volume: String, backups: usize },
+    #[error("backup {id} is immutable until {}: nothing removes it before its retention ends (shortening the retention needs the security token)", format_ms(*.until_ms))]
+    Retained { id: u64, until_ms: u64 },
+    #[error("backup {id} is read by the recovered volume {volume:?}: withdraw that relationship (rmflash) or let its copy complete first")]
+    HeldByRecovery { id: u64, volume: String },
+    #[error("backup {id} failed and cannot be recovered: {reason}")]
+    Failed { id: u64, reason: String },
+    #[error("backups {a} and {b} are of different volumes")]
+    DifferentSources { a: u64, b: u64 },
+    #[error("backup {id} is of {of:?}, not of {volume:?}")]
+    WrongSource { id: u64, of: String, volume: String },
+    #[error("volume {volume:?} is open by {clients} host connection(s) (NBD); disconnect them before restoring it")]
+    SourceOpen { volume: String, clients: usize },
+    #[error("storage error during a Safeguarded Copy operation")]
+    Storage(#[source] io::Error),
+    #[error(transparent)]
+    Volume(#[from] VolumeError),
+    #[error(transparent)]
+    Flash(#[from] FlashError),
+    #[error(transparent)]
+    Io(#[from] IoError),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error("the engine is poisoned by an earlier metadata failure; restart it")]
+    Poisoned,
+    #[error("the engine is shutting down")]
+    ShuttingDown,
+}
+
+/// A time in ms since the epoch, as UTC (RFC 3339), for messages.
+fn format_ms(ms: u64) -> String {
+    let secs = (ms / 1000) as i64;
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+impl From<Down> for SgcError {
+    fn from(d: Down) -> Self {
+        match d {
+            Down::Poisoned => SgcError::Poisoned,
+            Down::ShuttingDown => SgcError::ShuttingDown,
+        }
+    }
 }
 
 /// " (16 TiB)", or nothing when the limit is not known.
@@ -181,6 +268,8 @@ pub enum Refusal {
         tgt: String,
         other: String,
     },
+    #[error("{0:?} is a Safeguarded Copy backup: FlashCopy verbs do not apply to it; see lssgc and recoversgc")]
+    IsBackup(String),
     #[error("relationship {src}:{tgt} already does a background copy")]
     AlreadyCopy { src: String, tgt: String },
     #[error("relationship {src}:{tgt} failed: {reason}")]

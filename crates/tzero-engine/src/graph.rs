@@ -14,6 +14,10 @@ use std::collections::HashMap;
 /// Most targets one source may have, as on the DS8000.
 pub const MAX_TARGETS_PER_SOURCE: usize = 12;
 
+/// Most Safeguarded Copy backups one source may have (the DS8000 keeps up to 500; one copy
+/// serves them all, so more cost only their bitmaps). They do not count as targets.
+pub const MAX_BACKUPS_PER_SOURCE: usize = 1000;
+
 pub(crate) type VolId = u64;
 pub(crate) type RelId = u64;
 
@@ -42,6 +46,8 @@ pub(crate) struct Edge {
 pub(crate) struct Graph {
     links: HashMap<VolId, Links>,
     edges: HashMap<RelId, Edge>,
+    /// The relationships whose targets are Safeguarded Copy backups.
+    backups: std::collections::HashSet<RelId>,
 }
 
 static NO_LINKS: Links = Links {
@@ -88,8 +94,40 @@ impl Graph {
         }
     }
 
+    /// Marks `rel` (added already) as one whose target is a backup.
+    pub fn mark_backup(&mut self, rel: RelId) {
+        self.backups.insert(rel);
+    }
+
+    /// The targets of `vol` that count against [`MAX_TARGETS_PER_SOURCE`]: all but backups.
+    fn counted_targets(&self, vol: VolId) -> usize {
+        self.links(vol)
+            .source_of
+            .iter()
+            .filter(|r| !self.backups.contains(r))
+            .count()
+    }
+
+    /// Checks that each of `sources` may take one more backup.
+    pub fn check_backups(&self, sources: &[VolId], names: &dyn Names) -> Result<(), Refusal> {
+        for (i, s) in sources.iter().enumerate() {
+            if sources[..i].contains(s) {
+                return Err(Refusal::TargetTwice(names.volume(*s)));
+            }
+            let backups = self.links(*s).source_of.len() - self.counted_targets(*s);
+            if backups + 1 > MAX_BACKUPS_PER_SOURCE {
+                return Err(Refusal::TooManyTargets {
+                    volume: names.volume(*s),
+                    max: MAX_BACKUPS_PER_SOURCE,
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Removes a relationship. Returns its edge, if it was there.
     pub fn remove(&mut self, rel: RelId) -> Option<Edge> {
+        self.backups.remove(&rel);
         let edge = self.edges.remove(&rel)?;
         if let Some(l) = self.links.get_mut(&edge.source) {
             l.source_of.retain(|r| *r != rel);
@@ -193,7 +231,7 @@ impl Graph {
             let action = format!("make {} a target", names.volume(e.target));
             self.check_no_dependents(e.target, &action, reads_through, names)?;
             let new_targets = pairs.iter().filter(|p| p.source == e.source).count();
-            if self.links(e.source).source_of.len() + new_targets > MAX_TARGETS_PER_SOURCE {
+            if self.counted_targets(e.source) + new_targets > MAX_TARGETS_PER_SOURCE {
                 return Err(Refusal::TooManyTargets {
                     volume: names.volume(e.source),
                     max: MAX_TARGETS_PER_SOURCE,

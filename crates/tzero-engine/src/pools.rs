@@ -55,6 +55,19 @@ impl Engine {
         if users > 0 {
             return Err(VolumeError::PoolInUse(name.to_string(), users));
         }
+        let holders: Vec<String> = inner
+            .topology
+            .read()
+            .volumes()
+            .filter(|v| v.safeguarded.lock().is_some_and(|s| s.pool == pool.id))
+            .map(|v| v.name.clone())
+            .collect();
+        if !holders.is_empty() {
+            return Err(VolumeError::PoolHoldsSafeguarded {
+                pool: name.to_string(),
+                volumes: holders.join(", "),
+            });
+        }
         let mut change = inner.catalog.change()?;
         change.delete_pool(pool.id)?;
         change.commit()?;
@@ -90,7 +103,7 @@ impl Engine {
 fn pool_volumes(topology: &Topology, pool: &Arc<Pool>) -> usize {
     topology
         .volumes()
-        .filter(|v| v.pool.as_ref().is_some_and(|p| Arc::ptr_eq(p, pool)))
+        .filter(|v| v.pool.as_ref().is_some_and(|p| Arc::ptr_eq(p, pool)) && !v.is_backup())
         .count()
 }
 

@@ -46,6 +46,11 @@ pub(crate) fn recover(storage: &dyn Storage, catalog: &Catalog) -> Result<Topolo
                 p.charge(rec.capacity);
             }
         }
+        if let Some(cap) = rec.safeguarded {
+            if let Some(p) = pools_by_id.get(&cap.pool) {
+                p.charge(cap.capacity);
+            }
+        }
         topology.insert_volume(Arc::new(Volume::new(rec, file, pool, thin)));
     }
     let known: BTreeMap<u64, Arc<Volume>> = topology.volumes().map(|v| (v.id, v.clone())).collect();

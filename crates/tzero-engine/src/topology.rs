@@ -71,6 +71,12 @@ impl Topology {
         self.names.values().map(|id| &self.volumes[id])
     }
 
+    /// The backups of `source` (the relationships to them), oldest first.
+    pub fn backups_of(&self, source: VolId) -> impl Iterator<Item = &Arc<Rel>> {
+        self.source_of(source)
+            .filter(|r| self.volumes.get(&r.target).is_some_and(|v| v.is_backup()))
+    }
+
     pub fn rel(&self, id: RelId) -> Option<&Arc<Rel>> {
         self.rels.get(&id)
     }
@@ -120,6 +126,9 @@ impl Topology {
                 target: rel.target,
             },
         );
+        if self.volumes.get(&rel.target).is_some_and(|v| v.is_backup()) {
+            self.graph.mark_backup(rel.id);
+        }
         self.rels.insert(rel.id, rel);
     }
 

@@ -2,7 +2,7 @@
 //! in are the topology's to know ([`crate::topology`]).
 
 use crate::cache::PendingTrack;
-use crate::catalog::{Provisioning, VolumeRecord};
+use crate::catalog::{BackupRecord, Provisioning, SafeguardedRecord, VolumeRecord};
 use crate::geometry::Geometry;
 use crate::space::{Pool, ThinFile};
 use crate::storage::BlockFile;
@@ -39,6 +39,10 @@ pub(crate) struct Volume {
     pub thawed: parking_lot::Condvar,
     /// Host connections serving the volume (see [`crate::exports`]).
     pub exports: Arc<crate::exports::Exports>,
+    /// Set when the volume is a Safeguarded Copy backup (retention may change).
+    pub backup: Mutex<Option<BackupRecord>>,
+    /// The safeguarded capacity of a source.
+    pub safeguarded: Mutex<Option<SafeguardedRecord>>,
 }
 
 /// What callers see of a volume.
@@ -59,6 +63,8 @@ pub struct VolumeInfo {
     pub frozen: bool,
     /// Hosts may not write it (target write inhibit).
     pub write_inhibited: bool,
+    /// Its safeguarded capacity (Safeguarded Copy), used and free.
+    pub safeguarded: Option<crate::safeguarded::SafeguardedInfo>,
 }
 
 impl Volume {
@@ -86,7 +92,14 @@ impl Volume {
             frozen_until: Mutex::new(None),
             thawed: parking_lot::Condvar::new(),
             exports: Arc::default(),
+            backup: Mutex::new(record.backup.clone()),
+            safeguarded: Mutex::new(record.safeguarded),
         }
+    }
+
+    /// True for a Safeguarded Copy backup's hidden volume.
+    pub fn is_backup(&self) -> bool {
+        self.backup.lock().is_some()
     }
 
     /// Waits while a freeze holds writes. The hold ends at `unfreeze` or at its deadline, when
@@ -121,6 +134,7 @@ impl Volume {
             created_ms: self.created_ms,
             source_of: topology
                 .source_of(self.id)
+                .filter(|r| !r.target_name.starts_with(".sgc-"))
                 .map(|r| r.target_name.clone())
                 .collect(),
             target_of: topology.target_of(self.id).map(|r| r.source_name.clone()),
@@ -129,6 +143,7 @@ impl Volume {
             provisioning: self.provisioning,
             frozen: self.is_frozen(),
             write_inhibited: topology.write_inhibited(self.id),
+            safeguarded: crate::safeguarded::safeguarded_info(topology, self),
         }
     }
 
@@ -144,6 +159,8 @@ impl Volume {
             contents_undefined: self.contents_undefined.load(Ordering::Acquire),
             pool: self.pool.as_ref().map(|p| p.id),
             provisioning: self.provisioning,
+            backup: self.backup.lock().clone(),
+            safeguarded: *self.safeguarded.lock(),
         }
     }
 }

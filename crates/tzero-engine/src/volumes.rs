@@ -128,6 +128,8 @@ impl Engine {
             contents_undefined: false,
             pool: pool.as_ref().map(|p| p.id),
             provisioning,
+            backup: None,
+            safeguarded: None,
         };
         // A standard volume takes its whole capacity from the pool now.
         if provisioning == Provisioning::Standard {
@@ -223,6 +225,18 @@ impl Engine {
         let vol = self
             .lookup(name)
             .ok_or_else(|| VolumeError::NotFound(name.to_string()))?;
+        if vol.is_backup() {
+            return Err(VolumeError::IsBackup(name.to_string()));
+        }
+        // Not even --force: backups are immutable until they expire, and expire only by
+        // themselves (rmsgc), never with their source.
+        let backups = inner.topology.read().backups_of(vol.id).count();
+        if backups > 0 {
+            return Err(VolumeError::HasBackups {
+                name: name.to_string(),
+                count: backups,
+            });
+        }
         let clients = vol.exports.count();
         if clients > 0 && !force {
             return Err(VolumeError::Open {
@@ -278,6 +292,11 @@ impl Engine {
             );
         }
         vol.exports.revoke_all();
+        if let Some(cap) = *vol.safeguarded.lock() {
+            if let Some(p) = inner.topology.read().pools.values().find(|p| p.id == cap.pool) {
+                p.release(cap.capacity);
+            }
+        }
         if let Some(pool) = &vol.pool {
             match (&vol.thin, vol.provisioning) {
                 (Some(thin), _) => thin.release_all(),
@@ -313,13 +332,18 @@ impl Engine {
 
     pub fn volumes(&self) -> Vec<VolumeInfo> {
         let topology = self.inner.topology.read();
-        topology.volumes().map(|v| v.info(&topology)).collect()
+        topology
+            .volumes()
+            .filter(|v| !v.is_backup())
+            .map(|v| v.info(&topology))
+            .collect()
     }
 
     pub fn volume(&self, name: &str) -> Result<VolumeInfo, VolumeError> {
         let topology = self.inner.topology.read();
         topology
             .by_name(name)
+            .filter(|v| !v.is_backup())
             .map(|v| v.info(&topology))
             .ok_or_else(|| VolumeError::NotFound(name.to_string()))
     }

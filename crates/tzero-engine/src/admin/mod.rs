@@ -112,10 +112,14 @@ impl Engine {
     ) -> Result<(Arc<Volume>, Arc<Volume>), FlashError> {
         let topology = self.inner.topology.read();
         let find = |name: &str| {
-            topology
+            let vol = topology
                 .by_name(name)
                 .cloned()
-                .ok_or_else(|| FlashError::VolumeNotFound(name.to_string()))
+                .ok_or_else(|| FlashError::VolumeNotFound(name.to_string()))?;
+            if vol.is_backup() {
+                return Err(FlashError::from(Refusal::IsBackup(name.to_string())));
+            }
+            Ok(vol)
         };
         Ok((find(source)?, find(target)?))
     }
