@@ -48,10 +48,12 @@ pub use engine::{Engine, EngineConfig};
 pub use error::{CatalogError, FlashError, IoError, OpenError, Refusal, SgcError, VolumeError};
 pub use exports::ExportGuard;
 pub use graph::{MAX_BACKUPS_PER_SOURCE, MAX_TARGETS_PER_SOURCE};
-pub use safeguarded::{BackupInfo, BackupOptions, BackupState, OnFull, RestoreReport, SafeguardedInfo};
 pub use heatmap::{FlashBitmap, MAX_BUCKETS};
 pub use io::{Extent, VolumeHandle};
 pub use relationship::{FlashInfo, FlashOptions, FlashState};
+pub use safeguarded::{
+    BackupInfo, BackupOptions, BackupState, OnFull, RestoreReport, SafeguardedInfo,
+};
 pub use space::PoolInfo;
 pub use stats::EngineStats;
 pub use volume::VolumeInfo;

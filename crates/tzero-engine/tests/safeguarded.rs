@@ -82,7 +82,11 @@ fn backups_keep_their_point_in_time_and_cost_one_copy_per_change() {
     // changed (a track changed twice in a round is copied once).
     let backups = e.backups();
     let stored: u64 = backups.iter().map(|b| b.stored_tracks).sum();
-    let changes: u64 = backups.iter().skip(1).filter_map(|b| b.changed_tracks).sum::<u64>()
+    let changes: u64 = backups
+        .iter()
+        .skip(1)
+        .filter_map(|b| b.changed_tracks)
+        .sum::<u64>()
         + backups.last().unwrap().stored_tracks;
     assert_eq!(stored, changes);
     assert!(stored <= 40, "{stored} tracks stored for 40 track writes");
@@ -94,9 +98,11 @@ fn backups_keep_their_point_in_time_and_cost_one_copy_per_change() {
     let tracks: u64 = extents.iter().map(|(_, l)| l / TRACK).sum();
     assert!((2..=4).contains(&tracks), "{extents:?}");
     for (off, len) in &extents {
-        assert!(expected[3][*off as usize..(*off + *len) as usize]
-            != expected[5][*off as usize..(*off + *len) as usize]
-            || *len > TRACK);
+        assert!(
+            expected[3][*off as usize..(*off + *len) as usize]
+                != expected[5][*off as usize..(*off + *len) as usize]
+                || *len > TRACK
+        );
     }
 }
 
@@ -124,9 +130,7 @@ fn backups_are_immutable_until_their_retention_ends() {
         Err(VolumeError::PoolHoldsSafeguarded { .. })
     ));
     assert!(e.withdraw("src", &name).is_err());
-    assert!(e
-        .establish("src", &name, FlashOptions::default())
-        .is_err());
+    assert!(e.establish("src", &name, FlashOptions::default()).is_err());
     assert!(matches!(
         e.set_safeguarded_capacity(&["src".to_string()], 4096, "p"),
         Err(SgcError::CapacityInUse { .. })
@@ -222,14 +226,25 @@ fn recovery_to_a_new_volume_and_restore_onto_the_source() {
 #[derive(Debug, Clone)]
 enum Op {
     /// Writes `len` tracks from `track` with `byte`, then flushes.
-    Write { track: u64, len: u64, byte: u8 },
+    Write {
+        track: u64,
+        len: u64,
+        byte: u8,
+    },
     Take,
     /// Expires the `nth` backup (modulo their number).
-    Expire { nth: usize },
-    Restore { nth: usize },
+    Expire {
+        nth: usize,
+    },
+    Restore {
+        nth: usize,
+    },
     Reopen,
     /// A power cut after `ops` storage operations into the inner operation.
-    CutDuring { ops: i64, inner: Box<Op> },
+    CutDuring {
+        ops: i64,
+        inner: Box<Op>,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -286,7 +301,8 @@ impl Harness {
             }
             Op::Reopen => {
                 e.shutdown().map_err(|x| x.to_string())?;
-                self.engine = Engine::open(self.storage.clone(), config()).map_err(|x| x.to_string())?;
+                self.engine =
+                    Engine::open(self.storage.clone(), config()).map_err(|x| x.to_string())?;
             }
             Op::CutDuring { ops, inner } => {
                 self.storage.arm(*ops);
@@ -322,7 +338,11 @@ impl Harness {
                     Op::Write { track, len, byte } => {
                         // The write was never flushed: each track is old or new.
                         let mut now = vec![0; CAP as usize];
-                        self.engine.handle("src").unwrap().read(0, &mut now).unwrap();
+                        self.engine
+                            .handle("src")
+                            .unwrap()
+                            .read(0, &mut now)
+                            .unwrap();
                         for t in *track..track + len {
                             let r = (t * TRACK) as usize..((t + 1) * TRACK) as usize;
                             if now[r.clone()].iter().all(|b| b == byte) {
@@ -336,7 +356,9 @@ impl Harness {
                 }
                 let model: Vec<u64> = self.backups.keys().copied().collect();
                 if model != ids {
-                    return Err(format!("backups after the cut: engine {ids:?}, model {model:?}"));
+                    return Err(format!(
+                        "backups after the cut: engine {ids:?}, model {model:?}"
+                    ));
                 }
             }
         }

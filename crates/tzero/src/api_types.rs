@@ -60,6 +60,10 @@ pub struct Volume {
     #[serde(default)]
     #[schema(required = true)]
     pub write_inhibited: bool,
+    /// Safeguarded capacity (`mksafeguardedcap`): pool, size, used and free.
+    #[serde(default)]
+    #[schema(required = true)]
+    pub safeguarded: Option<crate::sgc::types::SafeguardedCap>,
 }
 
 /// Storage allocation method of a volume.
@@ -111,6 +115,7 @@ impl From<tzero_engine::VolumeInfo> for Volume {
             provisioning: v.provisioning.into(),
             frozen: v.frozen,
             write_inhibited: v.write_inhibited,
+            safeguarded: v.safeguarded.map(Into::into),
         }
     }
 }
@@ -550,6 +555,10 @@ pub enum TokenRole {
     Admin,
     /// Reads only: GET and HEAD routes, `/metrics` included.
     Monitor,
+    /// Safeguarded Copy's second credential (`DATA_DIR/security-token`):
+    /// alone it reads; given with an admin request it allows shortening a
+    /// retention.
+    Security,
 }
 
 /// A new token, shown once: the daemon keeps only its SHA-256 digest.
@@ -640,6 +649,23 @@ error_codes! {
     SourceHasIncompleteCopy = "source_has_incomplete_copy",
     AlreadyCopy = "already_copy",
     RelationshipFailed = "relationship_failed",
+    // Safeguarded Copy
+    VolumeIsBackup = "volume_is_backup",
+    HasBackups = "has_backups",
+    BackupNotFound = "backup_not_found",
+    NoSafeguardedCapacity = "no_safeguarded_capacity",
+    SafeguardedFull = "safeguarded_full",
+    SafeguardedInUse = "safeguarded_in_use",
+    BackupRetained = "backup_retained",
+    BackupHeldByRecovery = "backup_held_by_recovery",
+    BackupFailed = "backup_failed",
+    BackupsOfDifferentVolumes = "backups_of_different_volumes",
+    BackupOfAnotherVolume = "backup_of_another_volume",
+    PolicyNotFound = "policy_not_found",
+    PolicyExists = "policy_exists",
+    InvalidPolicy = "invalid_policy",
+    SecurityTokenRequired = "security_token_required",
+    ConfirmRequired = "confirm_required",
     // host I/O done on a request's behalf
     OutOfRange = "out_of_range",
     WriteInhibited = "write_inhibited",

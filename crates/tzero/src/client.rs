@@ -113,7 +113,7 @@ pub fn parse_api_addr(url: &str) -> Result<String, ClientError> {
 
 /// Percent-encodes one path segment, so a name with odd characters reaches
 /// the server as that name (and is refused there) instead of a new path.
-fn segment(s: &str) -> String {
+pub(crate) fn segment(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
@@ -202,7 +202,7 @@ impl Client {
         }
     }
 
-    async fn call<T: DeserializeOwned>(
+    pub(crate) async fn call<T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
@@ -216,7 +216,7 @@ impl Client {
     }
 
     /// Sends a request and turns an error status into [`ClientError::Api`].
-    async fn checked(
+    pub(crate) async fn checked(
         &self,
         method: Method,
         path: &str,
@@ -334,6 +334,7 @@ impl Client {
         let role = match role {
             TokenRole::Admin => "admin",
             TokenRole::Monitor => "monitor",
+            TokenRole::Security => "security",
         };
         self.call(Method::POST, &format!("/v1/tokens/{role}"), None::<&()>)
             .await

@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod nbd_export;
 pub mod output;
 pub mod serve;
+pub mod sgc;
 pub mod tokens;
 pub mod units;
 pub mod whole_numbers;

@@ -74,6 +74,9 @@ pub fn volume_table(vols: &[Volume], long: bool) -> Table {
             "Frozen",
             "WriteInhibited",
             "Role",
+            "SGCap",
+            "SGUsed",
+            "SGFree",
         ]);
     }
     headers.push("DataState");
@@ -93,6 +96,18 @@ pub fn volume_table(vols: &[Volume], long: bool) -> Table {
             row.push(yes_no(v.frozen));
             row.push(yes_no(v.write_inhibited));
             row.push(role(v));
+            match &v.safeguarded {
+                Some(s) => {
+                    row.push(format!("{} in {}", format_size(s.capacity_bytes), s.pool));
+                    row.push(format!(
+                        "{} ({} backups)",
+                        format_size(s.used_bytes),
+                        s.backups
+                    ));
+                    row.push(format_size(s.free_bytes));
+                }
+                None => row.extend(["-".to_owned(), "-".to_owned(), "-".to_owned()]),
+            }
         }
         row.push(if v.contents_undefined {
             "contents undefined".to_owned()

@@ -31,6 +31,7 @@ use crate::api::logging::{logged, Caller};
 use crate::audit::AuditLog;
 use crate::nbd_export::EngineExports;
 use crate::tokens::TokenStore;
+use axum::Extension;
 
 /// How long a stopping daemon waits for open API and NBD connections.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -156,12 +157,21 @@ async fn serve(
 
     // The audit layer is outermost, so the token check's refusals are
     // logged too, and each router names its callers.
+    // Safeguarded Copy's schedules run beside the API, which manages them.
+    let policies = crate::sgc::policies::Policies::open(&cfg.data, engine.clone())?;
+    let scheduler = policies
+        .start()
+        .context("cannot start the Safeguarded Copy scheduler")?;
     let tcp_app = logged(
-        api::router_with_token(engine.clone(), tokens.clone()),
+        api::router_with_token(engine.clone(), tokens.clone()).layer(Extension(policies.clone())),
         Caller::Token,
         audit.clone(),
     );
-    let unix_app = logged(api::router(engine.clone(), tokens), Caller::Socket, audit);
+    let unix_app = logged(
+        api::router(engine.clone(), tokens).layer(Extension(policies.clone())),
+        Caller::Socket,
+        audit,
+    );
     let tcp_api = tokio::spawn(
         axum::serve(api_listener, tcp_app)
             .with_graceful_shutdown(stopped(stop_rx.clone()))
@@ -198,6 +208,8 @@ async fn serve(
         r = &mut nbd => Some(r),
     };
     let _ = stop_tx.send(true);
+    policies.stop();
+    let _ = scheduler.join();
 
     let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
         let nbd_result = match early_nbd_exit {

@@ -29,15 +29,20 @@ use subtle::ConstantTimeEq;
 pub enum Role {
     Admin,
     Monitor,
+    /// Safeguarded Copy's second credential: alone it only reads; with an admin
+    /// request (header `X-Tzero-Security-Token`) it allows shortening a
+    /// backup's retention.
+    Security,
 }
 
 impl Role {
-    pub const ALL: [Role; 2] = [Role::Admin, Role::Monitor];
+    pub const ALL: [Role; 3] = [Role::Admin, Role::Monitor, Role::Security];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Admin => "admin",
             Role::Monitor => "monitor",
+            Role::Security => "security",
         }
     }
 
@@ -50,7 +55,7 @@ impl Role {
         use axum::http::Method;
         match self {
             Role::Admin => true,
-            Role::Monitor => method == Method::GET || method == Method::HEAD,
+            Role::Monitor | Role::Security => method == Method::GET || method == Method::HEAD,
         }
     }
 }
@@ -93,8 +98,21 @@ impl TokenStore {
             store.write_digest(Role::Admin, &d)?;
             digests.push((Role::Admin, d));
         }
+        // The security token is made once too, in its own file: whoever holds only the
+        // admin token cannot shorten a retention.
+        if !digests.iter().any(|(r, _)| *r == Role::Security) {
+            let token = admin_token_file(&data.join(SECURITY_TOKEN_FILE))?;
+            let d = digest(&token);
+            store.write_digest(Role::Security, &d)?;
+            digests.push((Role::Security, d));
+        }
         *store.digests.write().expect("token lock") = digests;
         Ok(store)
+    }
+
+    /// True when `token` is the security token.
+    pub fn is_security(&self, token: &str) -> bool {
+        self.role_of(token) == Some(Role::Security)
     }
 
     /// The role of `token`, if it is one. Every role's digest is compared,
@@ -176,7 +194,10 @@ fn random_token() -> anyhow::Result<String> {
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-/// The admin token of `DATA/api-token`, created (0600, synced) if missing.
+/// The security token's plaintext file in the data directory (mode 0600).
+pub const SECURITY_TOKEN_FILE: &str = "security-token";
+
+/// The token of `DATA/api-token` (or `DATA/security-token`), created (0600, synced) if missing.
 fn admin_token_file(path: &Path) -> anyhow::Result<String> {
     match std::fs::read_to_string(path) {
         Ok(text) => {

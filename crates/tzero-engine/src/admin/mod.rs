@@ -112,16 +112,18 @@ impl Engine {
     ) -> Result<(Arc<Volume>, Arc<Volume>), FlashError> {
         let topology = self.inner.topology.read();
         let find = |name: &str| {
-            let vol = topology
+            topology
                 .by_name(name)
                 .cloned()
-                .ok_or_else(|| FlashError::VolumeNotFound(name.to_string()))?;
-            if vol.is_backup() {
-                return Err(FlashError::from(Refusal::IsBackup(name.to_string())));
-            }
-            Ok(vol)
+                .ok_or_else(|| FlashError::VolumeNotFound(name.to_string()))
         };
-        Ok((find(source)?, find(target)?))
+        let (src, tgt) = (find(source)?, find(target)?);
+        // A backup is nobody's target but its own source's, and that relationship is the
+        // Safeguarded Copy's alone. As a source (a volume recovered from it) it is only read.
+        if tgt.is_backup() {
+            return Err(Refusal::IsBackup(target.to_string()).into());
+        }
+        Ok((src, tgt))
     }
 
     pub(crate) fn find_rel(&self, source: &str, target: &str) -> Result<Arc<Rel>, FlashError> {

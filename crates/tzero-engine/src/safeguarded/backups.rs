@@ -226,7 +226,9 @@ impl Engine {
                 previous_synced_ms: 0,
                 t0_seq: rel_id,
             };
-            let put = change.put_volume(&record).and_then(|()| change.put_rel(&rel));
+            let put = change
+                .put_volume(&record)
+                .and_then(|()| change.put_rel(&rel));
             if let Err(e) = put {
                 let _ = inner.storage.remove(&record.file_name());
                 cleanup(&made);

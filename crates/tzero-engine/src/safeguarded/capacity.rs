@@ -100,7 +100,11 @@ impl Engine {
             }
         };
         for (_, old, moves) in &deltas {
-            let keep = if *moves { 0 } else { old.map_or(0, |o| o.capacity) };
+            let keep = if *moves {
+                0
+            } else {
+                old.map_or(0, |o| o.capacity)
+            };
             if capacity > keep {
                 let need = capacity - keep;
                 if !pool.reserve(need) {

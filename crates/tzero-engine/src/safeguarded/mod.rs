@@ -31,8 +31,8 @@ mod capacity;
 mod recover;
 
 pub use backups::{BackupInfo, BackupOptions, BackupState, OnFull};
-pub use capacity::SafeguardedInfo;
 pub(crate) use capacity::safeguarded_info;
+pub use capacity::SafeguardedInfo;
 pub use recover::RestoreReport;
 
 use crate::bitmap::Bitmap;

@@ -124,7 +124,12 @@ impl Engine {
         let rel = Arc::new(Rel::new(rel, &backup, &vol));
         topology.insert_rel(rel.clone());
         inner.kick();
-        tracing::info!(backup = id, volume = name, copy = opts.background_copy, "recovered a Safeguarded Copy backup to a new volume");
+        tracing::info!(
+            backup = id,
+            volume = name,
+            copy = opts.background_copy,
+            "recovered a Safeguarded Copy backup to a new volume"
+        );
         Ok(rel.info())
     }
 
@@ -192,7 +197,12 @@ impl Engine {
             bytes += end - start;
         }
         to.flush()?;
-        tracing::info!(backup = id, volume = source, tracks, "restored a volume from a Safeguarded Copy backup");
+        tracing::info!(
+            backup = id,
+            volume = source,
+            tracks,
+            "restored a volume from a Safeguarded Copy backup"
+        );
         Ok(RestoreReport {
             backup: id,
             tracks,
@@ -226,7 +236,9 @@ impl Engine {
         }
         // Older first: the tracks changed from the older one's T0 to the newer one's.
         let (older, newer) = match &rb {
-            Some(rb) if rb.record.lock().t0_seq < ra.record.lock().t0_seq => (rb.clone(), Some(ra.clone())),
+            Some(rb) if rb.record.lock().t0_seq < ra.record.lock().t0_seq => {
+                (rb.clone(), Some(ra.clone()))
+            }
             _ => (ra.clone(), rb.clone()),
         };
         let changed = changed_since(&topology, ra.source, &older, newer.as_ref());

@@ -109,6 +109,9 @@ pub fn volume_error(e: &VolumeError) -> (StatusCode, ErrorCode) {
         VolumeError::PoolTooSmall { .. } => (StatusCode::CONFLICT, C::PoolTooSmall),
         VolumeError::FileSystemTooFull { .. } => (StatusCode::CONFLICT, C::FileSystemTooFull),
         VolumeError::NeedsPool(_) => (StatusCode::BAD_REQUEST, C::NeedsPool),
+        VolumeError::IsBackup(_) => (StatusCode::CONFLICT, C::VolumeIsBackup),
+        VolumeError::HasBackups { .. } => (StatusCode::CONFLICT, C::HasBackups),
+        VolumeError::PoolHoldsSafeguarded { .. } => (StatusCode::CONFLICT, C::PoolInUse),
         VolumeError::Storage { source, .. } => storage_error(source),
         // `--force` met a relationship that would not go: its own reason.
         VolumeError::Withdraw { source, .. } => flash_error(source),
@@ -175,6 +178,36 @@ pub fn refusal_code(r: &Refusal) -> (StatusCode, ErrorCode) {
         Refusal::SourceHasIncompleteCopy { .. } => (conflict, C::SourceHasIncompleteCopy),
         Refusal::AlreadyCopy { .. } => (conflict, C::AlreadyCopy),
         Refusal::Failed { .. } => (conflict, C::RelationshipFailed),
+        Refusal::IsBackup(_) => (conflict, C::VolumeIsBackup),
+        other => unmapped(other),
+    }
+}
+
+/// Status and code of each Safeguarded Copy error.
+pub fn sgc_error(e: &tzero_engine::SgcError) -> (StatusCode, ErrorCode) {
+    use tzero_engine::SgcError as S;
+    use ErrorCode as C;
+    let conflict = StatusCode::CONFLICT;
+    match e {
+        S::VolumeNotFound(_) => (StatusCode::NOT_FOUND, C::VolumeNotFound),
+        S::NotFound(_) => (StatusCode::NOT_FOUND, C::BackupNotFound),
+        S::NoVolumes => (StatusCode::BAD_REQUEST, C::NoPairs),
+        S::NoCapacity(_) => (conflict, C::NoSafeguardedCapacity),
+        S::CapacityFull { .. } => (conflict, C::SafeguardedFull),
+        S::CapacityInUse { .. } => (conflict, C::SafeguardedInUse),
+        S::Retained { .. } => (conflict, C::BackupRetained),
+        S::HeldByRecovery { .. } => (conflict, C::BackupHeldByRecovery),
+        S::Failed { .. } => (conflict, C::BackupFailed),
+        S::DifferentSources { .. } => (conflict, C::BackupsOfDifferentVolumes),
+        S::WrongSource { .. } => (conflict, C::BackupOfAnotherVolume),
+        S::SourceOpen { .. } => (conflict, C::VolumeOpen),
+        S::Storage(source) => storage_error(source),
+        S::Volume(e) => volume_error(e),
+        S::Flash(e) => flash_error(e),
+        S::Io(e) => io_error(e),
+        S::Catalog(e) => catalog_error(e),
+        S::Poisoned => (StatusCode::INTERNAL_SERVER_ERROR, C::EnginePoisoned),
+        S::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, C::ShuttingDown),
         other => unmapped(other),
     }
 }

@@ -171,22 +171,24 @@ async fn log_request(State(audited): State<Audited>, mut req: Request, next: Nex
         // written the action stands (it is done), and the log refuses the
         // next ones until it can be reopened.
         let _ = tokio::task::spawn_blocking(move || log.append(&record)).await;
-        span.in_scope(|| tracing::info!(
-            target: "tzero::admin",
-            caller = caller.as_str(),
-            role,
-            method = %method,
-            route = %route,
-            source = param("source"),
-            target = param("target"),
-            name = param("name"),
-            query = some(&query),
-            args = some(&args),
-            status = status.as_u16(),
-            code = some(&code),
-            duration_ms,
-            "admin action"
-        ));
+        span.in_scope(|| {
+            tracing::info!(
+                target: "tzero::admin",
+                caller = caller.as_str(),
+                role,
+                method = %method,
+                route = %route,
+                source = param("source"),
+                target = param("target"),
+                name = param("name"),
+                query = some(&query),
+                args = some(&args),
+                status = status.as_u16(),
+                code = some(&code),
+                duration_ms,
+                "admin action"
+            )
+        });
     } else {
         span.in_scope(|| tracing::debug!(status = status.as_u16(), duration_ms, "request"));
     }
@@ -229,7 +231,13 @@ async fn take_body_args(req: Request) -> (Request, String) {
         Err(_) => Bytes::new(),
     };
     let args = match serde_json::from_slice::<serde_json::Value>(&bytes) {
-        Ok(v) => v.to_string(),
+        Ok(mut v) => {
+            // A credential in a body (Safeguarded Copy's security token) never reaches a log.
+            if let Some(t) = v.get_mut("security_token").filter(|t| !t.is_null()) {
+                *t = Value::from("<redacted>");
+            }
+            v.to_string()
+        }
         Err(_) => format!("<{len} bytes>"),
     };
     (Request::from_parts(parts, Body::from(bytes)), args)

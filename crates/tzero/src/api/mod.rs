@@ -49,10 +49,13 @@ pub mod logging;
 mod metrics;
 mod openapi;
 mod pools;
+mod sgc;
 mod tokens;
 mod volumes;
 
-pub use errors::{error_chain, flash_error, io_error, refusal_code, volume_error, ApiError};
+pub use errors::{
+    error_chain, flash_error, io_error, refusal_code, sgc_error, volume_error, ApiError,
+};
 pub use openapi::openapi_document;
 
 type ApiResult<T> = Result<T, ApiError>;
@@ -127,6 +130,18 @@ fn api_router() -> OpenApiRouter<Engine> {
         .routes(routes!(groups::revert_pair))
         .routes(routes!(groups::commit_by_seqnum))
         .routes(routes!(groups::revert_by_seqnum))
+        .routes(routes!(sgc::set_capacity))
+        .routes(routes!(sgc::list, sgc::take))
+        .routes(routes!(sgc::get, sgc::delete))
+        .routes(routes!(sgc::set_retention))
+        .routes(routes!(sgc::recover))
+        .routes(routes!(sgc::diff))
+        .routes(routes!(sgc::list_policies, sgc::create_policy))
+        .routes(routes!(
+            sgc::get_policy,
+            sgc::change_policy,
+            sgc::delete_policy
+        ))
         .routes(routes!(tokens::rotate))
         .routes(routes!(openapi::serve))
         .routes(routes!(metrics::serve))

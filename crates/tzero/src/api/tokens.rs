@@ -28,16 +28,29 @@ pub(super) struct RolePath {
     params(RolePath),
     responses(
         (status = 200, description = "the new token, shown this once", body = RotatedToken),
+        (status = 403, description = codes(&[C::Forbidden]), body = ErrorBody),
         (status = 500, description = codes(&[C::StorageError]), body = ErrorBody),
     ))]
 pub(super) async fn rotate(
     Extension(tokens): Extension<Arc<TokenStore>>,
+    Extension(listener): Extension<super::Listener>,
     role: Result<Path<RolePath>, PathRejection>,
 ) -> ApiResult<Json<RotatedToken>> {
     let Path(RolePath { role: wire }) = role?;
+    // The security token is the second credential beside the admin token: the admin token
+    // alone must not be able to make a new one. The unix socket needs access to the data
+    // directory, which holds the security token's file anyway.
+    if wire == TokenRole::Security && listener != super::Listener::UnixSocket {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            C::Forbidden,
+            "the security token can be rotated only over the unix socket (tzero token rotate security, on the daemon's machine)",
+        ));
+    }
     let role = match wire {
         TokenRole::Admin => Role::Admin,
         TokenRole::Monitor => Role::Monitor,
+        TokenRole::Security => Role::Security,
     };
     let token = blocking(move || {
         tokens.rotate(role).map_err(|e| {

@@ -17,6 +17,7 @@ pub mod groups;
 pub mod pools;
 mod progress;
 pub mod revert;
+pub mod sgc;
 pub mod token;
 pub mod volumes;
 mod watch;
@@ -38,6 +39,10 @@ use flash::{
 use groups::{FreezeflashArgs, UnfreezeflashArgs};
 use pools::{LsextpoolArgs, MkextpoolArgs, RmextpoolArgs};
 use revert::{PairsArgs, SettleArgs};
+use sgc::{
+    ChsgcArgs, ChsgcpolicyArgs, DiffsgcArgs, LssgcArgs, LssgcpolicyArgs, MksafeguardedcapArgs,
+    MksgcArgs, MksgcpolicyArgs, RecoversgcArgs, RmsgcArgs, RmsgcpolicyArgs,
+};
 use token::TokenArgs;
 use volumes::{LsfbvolArgs, MkfbvolArgs, RmfbvolArgs};
 
@@ -143,6 +148,28 @@ pub enum Command {
     Rmextpool(RmextpoolArgs),
     /// API tokens: `token rotate admin|monitor`.
     Token(TokenArgs),
+    /// Safeguarded Copy: give volumes backup capacity from an extent pool.
+    Mksafeguardedcap(MksafeguardedcapArgs),
+    /// Safeguarded Copy: take a backup of volumes now (one point in time).
+    Mksgc(MksgcArgs),
+    /// Safeguarded Copy: list backups.
+    Lssgc(LssgcArgs),
+    /// Safeguarded Copy: remove backups whose retention is over.
+    Rmsgc(RmsgcArgs),
+    /// Safeguarded Copy: change backups' retention (shortening needs the security token).
+    Chsgc(ChsgcArgs),
+    /// Safeguarded Copy: recover a backup to a new volume, or restore its source.
+    Recoversgc(RecoversgcArgs),
+    /// Safeguarded Copy: the changed extents between two recovery points (JSON).
+    Diffsgc(DiffsgcArgs),
+    /// Safeguarded Copy: a schedule of backups.
+    Mksgcpolicy(MksgcpolicyArgs),
+    /// Safeguarded Copy: list schedules.
+    Lssgcpolicy(LssgcpolicyArgs),
+    /// Safeguarded Copy: change a schedule.
+    Chsgcpolicy(ChsgcpolicyArgs),
+    /// Safeguarded Copy: remove schedules (their backups stay until retention ends).
+    Rmsgcpolicy(RmsgcpolicyArgs),
 }
 
 #[derive(Debug, Args)]
@@ -302,6 +329,17 @@ async fn run_client(
         Command::Lsextpool(a) => pools::lsextpool(client, batch, a, json).await?,
         Command::Rmextpool(a) => pools::rmextpool(client, batch, a, json).await?,
         Command::Token(a) => token::token(client, batch, a, data, json).await?,
+        Command::Mksafeguardedcap(a) => sgc::mksafeguardedcap(client, batch, a, json).await?,
+        Command::Mksgc(a) => sgc::mksgc(client, batch, a, json).await?,
+        Command::Lssgc(a) => sgc::lssgc(client, a, json).await?,
+        Command::Rmsgc(a) => sgc::rmsgc(client, batch, a, json).await?,
+        Command::Chsgc(a) => sgc::chsgc(client, batch, a, json).await?,
+        Command::Recoversgc(a) => sgc::recoversgc(client, batch, a, json).await?,
+        Command::Diffsgc(a) => sgc::diffsgc(client, a).await?,
+        Command::Mksgcpolicy(a) => sgc::mksgcpolicy(client, batch, a, json).await?,
+        Command::Lssgcpolicy(a) => sgc::lssgcpolicy(client, a, json).await?,
+        Command::Chsgcpolicy(a) => sgc::chsgcpolicy(client, batch, a, json).await?,
+        Command::Rmsgcpolicy(a) => sgc::rmsgcpolicy(client, batch, a, json).await?,
     }
     Ok(batch.exit())
 }

@@ -43,6 +43,8 @@ pub struct RotateArgs {
 pub enum RoleArg {
     Admin,
     Monitor,
+    /// Safeguarded Copy's second credential.
+    Security,
 }
 
 pub(super) async fn token(
@@ -56,6 +58,7 @@ pub(super) async fn token(
     let role = match r.role {
         RoleArg::Admin => TokenRole::Admin,
         RoleArg::Monitor => TokenRole::Monitor,
+        RoleArg::Security => TokenRole::Security,
     };
     let Some(rotated) = batch.record(client.rotate_token(role).await) else {
         return Ok(());
@@ -84,5 +87,6 @@ fn role_name(role: TokenRole) -> &'static str {
     match role {
         TokenRole::Admin => "admin",
         TokenRole::Monitor => "monitor",
+        TokenRole::Security => "security",
     }
 }
