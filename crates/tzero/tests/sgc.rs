@@ -16,7 +16,7 @@ const TRACK: usize = 64 * 1024;
 const SLOTS: usize = 16;
 
 fn pattern(k: usize) -> u8 {
-    (k % 251 + 1) as u8
+    u8::try_from(k % 251 + 1).expect("below 252")
 }
 
 /// What a volume reads after the first `p` writes of the sequence: slot `k % SLOTS` holds

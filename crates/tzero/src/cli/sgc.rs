@@ -215,7 +215,7 @@ fn read_token(path: &Option<PathBuf>) -> anyhow::Result<Option<String>> {
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 pub(super) async fn mksafeguardedcap(

@@ -31,7 +31,7 @@ fn grace(every_ms: u64) -> u64 {
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Why a policy request was refused.
@@ -189,9 +189,11 @@ impl Policies {
         for v in volumes {
             match self.engine.safeguarded(v) {
                 Ok(Some(_)) => {}
-                Ok(None) => return Err(PolicyError::Invalid(format!(
+                Ok(None) => {
+                    return Err(PolicyError::Invalid(format!(
                     "volume {v:?} has no safeguarded capacity; give it some with mksafeguardedcap"
-                ))),
+                )))
+                }
                 Err(_) => return Err(PolicyError::Invalid(format!("volume {v:?} not found"))),
             }
         }
@@ -431,7 +433,9 @@ impl Policies {
                 by_source.entry(&b.source).or_default().push(b);
             }
             for list in by_source.values() {
-                let excess = list.len().saturating_sub(keep as usize);
+                let excess = list
+                    .len()
+                    .saturating_sub(usize::try_from(keep).unwrap_or(usize::MAX));
                 for b in &list[..excess] {
                     if b.retain_until_ms > now {
                         continue;
