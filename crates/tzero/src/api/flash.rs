@@ -46,7 +46,7 @@ pub(super) async fn list(
         (status = 201, description = "established", body = Flash),
         (status = 400, description = codes(&[C::SameVolume, C::VolumeMismatch]), body = ErrorBody),
         (status = 404, description = codes(&[C::VolumeNotFound]), body = ErrorBody),
-        (status = 409, description = codes(&[C::TargetHasSource, C::TooManyTargets, C::Cycle, C::HasDependents]), body = ErrorBody),
+        (status = 409, description = codes(&[C::TargetHasSource, C::TooManyTargets, C::Cycle, C::HasDependents, C::VolumeIsBackup]), body = ErrorBody),
         (status = 507, description = codes(&[C::NoSpace]), body = ErrorBody),
         EngineFailure,
     ))]
@@ -103,7 +103,7 @@ pub(super) struct WithdrawQuery {
         (status = 202, description = "cp=true: the relationship, withdraw_pending set; it ends when the copy completes (at once if it already has)", body = Flash),
         (status = 204, description = "withdrawn"),
         PairNotFound,
-        (status = 409, description = codes(&[C::RelationshipFailed]), body = ErrorBody),
+        (status = 409, description = codes(&[C::RelationshipFailed, C::VolumeIsBackup]), body = ErrorBody),
         (status = 507, description = codes(&[C::NoSpace]), body = ErrorBody),
         EngineFailure,
     ))]

@@ -97,7 +97,7 @@ pub(super) struct DeleteQuery {
     responses(
         (status = 204, description = "deleted"),
         (status = 404, description = codes(&[C::VolumeNotFound]), body = ErrorBody),
-        (status = 409, description = codes(&[C::VolumeInUse, C::VolumeOpen, C::HasDependents, C::RelationshipFailed]), body = ErrorBody),
+        (status = 409, description = codes(&[C::VolumeInUse, C::VolumeOpen, C::HasDependents, C::RelationshipFailed, C::VolumeIsBackup, C::HasBackups]), body = ErrorBody),
         EngineFailure,
     ))]
 pub(super) async fn delete(
