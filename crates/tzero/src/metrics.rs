@@ -192,6 +192,7 @@ impl Metrics {
             stats: engine.stats(),
             volumes,
             rels: engine.relationships(),
+            backups: engine.backups(),
             io,
             nbd: self.nbd.get().map(|s| (s.accepted(), s.open())),
         };

@@ -280,6 +280,34 @@ fn full_capacity_fails_the_backup_and_restore_undoes_ransomware() {
     // diffsgc against now: the whole volume changed.
     let diff: Value = serde_json::from_str(&d.cli_ok(&["diffsgc", &first.to_string()])).unwrap();
     assert_eq!(diff, serde_json::json!([{"offset": 0, "length": 1048576}]));
+    // The capacity and the backups are on /metrics, and promtool accepts the page.
+    let metrics = Command::new("curl")
+        .args(["-s", "--unix-socket"])
+        .arg(env.data().join("tzero.sock"))
+        .arg("http://localhost/metrics")
+        .output()
+        .unwrap();
+    let page = String::from_utf8_lossy(&metrics.stdout).into_owned();
+    for line in [
+        "tzero_sgc_capacity_bytes{volume=\"a\"} 131072",
+        "tzero_sgc_backups{volume=\"a\"} 1",
+        "tzero_sgc_anomaly{volume=\"a\"} 0",
+    ] {
+        assert!(page.contains(line), "/metrics lacks {line}:\n{page}");
+    }
+    if have("promtool") {
+        let mut check = Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        check.stdin.take().unwrap().write_all(page.as_bytes()).unwrap();
+        let out = check.wait_with_output().unwrap();
+        assert!(out.status.success(), "promtool: {}", String::from_utf8_lossy(&out.stderr));
+    }
     // Restore the source to the backup: the overwrite is gone.
     let refused = d.cli(&[
         "recoversgc",

@@ -11,7 +11,7 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use tzero_engine::stats::{Histogram, HistogramSnapshot};
-use tzero_engine::{EngineStats, FlashInfo, FlashState, VolumeInfo};
+use tzero_engine::{BackupInfo, EngineStats, FlashInfo, FlashState, VolumeInfo};
 
 use super::{Op, VolumeIo};
 
@@ -21,6 +21,8 @@ pub(super) struct Scrape {
     pub stats: EngineStats,
     pub volumes: Vec<VolumeInfo>,
     pub rels: Vec<FlashInfo>,
+    /// Safeguarded Copy backups, by source then point in time.
+    pub backups: Vec<BackupInfo>,
     pub io: HashMap<String, Arc<VolumeIo>>,
     /// `(accepted, open)`; absent when no NBD server runs (router tests).
     pub nbd: Option<(u64, u64)>,
@@ -76,11 +78,71 @@ impl Collector for Scrape {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         self.volumes(&mut enc)?;
         self.relationships(&mut enc)?;
+        self.safeguarded(&mut enc)?;
         self.daemon(&mut enc)
     }
 }
 
 impl Scrape {
+    /// Per source with safeguarded capacity: its backups, their space, and whether the newest
+    /// backup was flagged as an anomaly (the first sign of mass encryption).
+    fn safeguarded(&self, e: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        use MetricType::{Counter, Gauge};
+        let sources: Vec<&VolumeInfo> = self
+            .volumes
+            .iter()
+            .filter(|v| v.safeguarded.is_some())
+            .collect();
+        let backups = &self.backups;
+        let of = move |name: &str| -> Vec<&BackupInfo> {
+            backups.iter().filter(|b| b.source == name).collect()
+        };
+        let per = |f: &dyn Fn(&VolumeInfo) -> u64| -> Vec<(Labels<'_>, u64)> {
+            sources
+                .iter()
+                .map(|v| (vec![("volume", v.name.as_str())], f(v)))
+                .collect()
+        };
+        let sg = |v: &VolumeInfo| v.safeguarded.clone().expect("filtered");
+        family(
+            e,
+            "tzero_sgc_capacity_bytes",
+            "Safeguarded capacity of the source",
+            Gauge,
+            &per(&|v| sg(v).capacity_bytes),
+        )?;
+        family(
+            e,
+            "tzero_sgc_used_bytes",
+            "Space its Safeguarded Copy backups take",
+            Gauge,
+            &per(&|v| sg(v).used_bytes),
+        )?;
+        family(
+            e,
+            "tzero_sgc_backups",
+            "Safeguarded Copy backups of the source",
+            Gauge,
+            &per(&|v| of(&v.name).len() as u64),
+        )?;
+        family(e, "tzero_sgc_anomaly", "1 when the newest backup's change is more than the anomaly factor times the median of the last 24", Gauge, &per(&|v| u64::from(of(&v.name).last().is_some_and(|b| b.anomaly))))?;
+        family(
+            e,
+            "tzero_sgc_anomalies",
+            "Backups of the source flagged as anomalies (still kept)",
+            Counter,
+            &per(&|v| of(&v.name).iter().filter(|b| b.anomaly).count() as u64),
+        )?;
+        family(
+            e,
+            "tzero_sgc_newest_backup_timestamp_seconds",
+            "T0 of the newest backup",
+            Gauge,
+            &per(&|v| of(&v.name).last().map_or(0, |b| b.taken_ms / 1000)),
+        )?;
+        Ok(())
+    }
+
     fn volumes(&self, e: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
         use MetricType::{Counter, Gauge};
         fn vol(v: &str) -> Labels<'_> {
