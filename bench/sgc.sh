@@ -66,6 +66,9 @@ for id in $ids; do
     t --json recoversgc --backup "$id" --to "r$id-$j" >"$d/r.json"
     e=$(date +%s%N)
     python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[0]["elapsed_ms"], (int(sys.argv[2]))/1e6)' "$d/r.json" $((e - s)) >>"$rec"
+    # A backup has at most 12 recovered volumes reading through it at once.
+    t rmflash ".sgc-$id:r$id-$j" >/dev/null 2>&1
+    t rmfbvol "r$id-$j" >/dev/null
   done
 done
 read -r rec_daemon rec_cli < <(python3 -c '

@@ -239,6 +239,10 @@ enum Op {
     Restore {
         nth: usize,
     },
+    /// Recovers the `nth` backup to a new volume, checks and writes it, then removes it.
+    Recover {
+        nth: usize,
+    },
     Reopen,
     /// A power cut after `ops` storage operations into the inner operation.
     CutDuring {
@@ -253,6 +257,7 @@ fn op() -> impl Strategy<Value = Op> {
         3 => Just(Op::Take),
         1 => (0..8usize).prop_map(|nth| Op::Expire { nth }),
         1 => (0..8usize).prop_map(|nth| Op::Restore { nth }),
+        1 => (0..8usize).prop_map(|nth| Op::Recover { nth }),
         1 => Just(Op::Reopen),
     ];
     prop_oneof![
@@ -299,6 +304,17 @@ impl Harness {
                     self.source = self.backups[&id].clone();
                 }
             }
+            Op::Recover { nth } => {
+                if let Some(id) = self.nth(*nth) {
+                    e.recover_backup_to(id, "r", FlashOptions::default())
+                        .map_err(|x| x.to_string())?;
+                    self.check_recovered(id)?;
+                    // The recovered volume is the host's to write; the backup stays as it was.
+                    let h = self.engine.handle("r").map_err(|x| x.to_string())?;
+                    h.write(0, &[0xab; 4096], true).map_err(|x| x.to_string())?;
+                    self.remove_recovered(id)?;
+                }
+            }
             Op::Reopen => {
                 e.shutdown().map_err(|x| x.to_string())?;
                 self.engine =
@@ -328,6 +344,20 @@ impl Harness {
                         }
                     }
                     Op::Expire { .. } => self.backups.retain(|id, _| ids.contains(id)),
+                    Op::Recover { nth } => {
+                        // One commit makes the volume and its relationship, so `r` without one is
+                        // only what a cut removal leaves (withdrawn, not yet deleted).
+                        let id = self.nth(*nth).expect("a recovery had a backup");
+                        if self.engine.volume("r").is_ok() {
+                            if self.engine.relationship(&format!(".sgc-{id}"), "r").is_ok() {
+                                self.remove_recovered(id)?;
+                            } else {
+                                self.engine
+                                    .delete_volume("r", true)
+                                    .map_err(|e| e.to_string())?;
+                            }
+                        }
+                    }
                     Op::Restore { nth } => {
                         let id = self.nth(*nth).expect("a restore had a backup");
                         self.engine
@@ -363,6 +393,37 @@ impl Harness {
             }
         }
         Ok(())
+    }
+
+    /// The recovered volume `r` reads backup `id`'s point in time (it may have been written
+    /// at track 0 since, by the recovery op itself).
+    fn check_recovered(&self, id: u64) -> Result<(), String> {
+        let mut got = vec![0; CAP as usize];
+        self.engine
+            .handle("r")
+            .and_then(|h| {
+                h.read(0, &mut got)
+                    .map_err(|e| tzero_engine::VolumeError::Storage {
+                        name: "r".into(),
+                        source: std::io::Error::other(e.to_string()),
+                    })
+            })
+            .map_err(|e| e.to_string())?;
+        if got != self.backups[&id] {
+            return Err(format!(
+                "the volume recovered from backup {id} differs from its T0"
+            ));
+        }
+        Ok(())
+    }
+
+    fn remove_recovered(&self, id: u64) -> Result<(), String> {
+        self.engine
+            .withdraw(&format!(".sgc-{id}"), "r")
+            .map_err(|e| e.to_string())?;
+        self.engine
+            .delete_volume("r", true)
+            .map_err(|e| e.to_string())
     }
 
     fn nth(&self, nth: usize) -> Option<u64> {

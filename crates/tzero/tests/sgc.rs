@@ -139,8 +139,17 @@ fn scheduled_group_backups_are_exact_points_in_time_and_keep_n() {
     }
     // Let one more pass expire what is beyond keep, then stop the schedule.
     std::thread::sleep(Duration::from_millis(1500));
+    let policy = d.cli_json(&["lssgcpolicy", "pol"]);
     d.cli_ok(&["rmsgcpolicy", "pol"]);
     let policy_backups = backups(&d);
+    // On schedule: a backup never runs early, so its T0's offset from the last due time
+    // (anchor + k × 1 s) is how late it was; well under the interval.
+    let anchor = policy[0]["anchor_ms"].as_u64().unwrap();
+    for b in &policy_backups {
+        let late = (b["taken_ms"].as_u64().unwrap() - anchor) % 1000;
+        assert!(late < 800, "backup {} was {late} ms late", b["id"]);
+    }
+    assert!(policy[0]["taken"].as_u64().unwrap() >= 6, "{policy}");
     for v in vols {
         let n = policy_backups.iter().filter(|b| b["source"] == v).count();
         assert_eq!(n, 5, "keep 5: {v} has {n} backups: {policy_backups:#?}");
@@ -304,9 +313,18 @@ fn full_capacity_fails_the_backup_and_restore_undoes_ransomware() {
             .spawn()
             .unwrap();
         use std::io::Write;
-        check.stdin.take().unwrap().write_all(page.as_bytes()).unwrap();
+        check
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(page.as_bytes())
+            .unwrap();
         let out = check.wait_with_output().unwrap();
-        assert!(out.status.success(), "promtool: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "promtool: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     // Restore the source to the backup: the overwrite is gone.
     let refused = d.cli(&[
