@@ -13,7 +13,7 @@ bin=$PWD/target/release/tzero
 size=1024 # MiB
 for tool in fio qemu-io python3; do command -v $tool >/dev/null || { echo "$tool is needed"; exit 1; }; done
 work=$(mktemp -d /var/tmp/tzero-sgc.XXXX)
-trap 'kill $pid 2>/dev/null; wait 2>/dev/null; rm -rf "$work"' EXIT
+trap 'kill $pid 2>/dev/null; wait 2>/dev/null; rm -rf "$work"; true' EXIT
 nbd=127.0.0.1:12940
 
 start() {
