@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 mod tools;
+pub mod certs;
 
 #[allow(unused_imports)] // not every test binary drives real clients
 pub use tools::have;
