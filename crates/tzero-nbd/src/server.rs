@@ -322,10 +322,7 @@ impl NbdServer {
 enum Negotiation<S> {
     Closed,
     Plain(handshake::Negotiated, BufReader<S>),
-    Tls(
-        handshake::Negotiated,
-        BufReader<crate::tls::TlsStream<S>>,
-    ),
+    Tls(handshake::Negotiated, BufReader<crate::tls::TlsStream<S>>),
 }
 
 /// A buffered reader whose first bytes are those the negotiation had

@@ -171,12 +171,16 @@ pub fn parse_psk_file(path: &Path, text: &str) -> Result<HashMap<String, Vec<u8>
 }
 
 fn decode_hex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    let pairs = s.as_bytes().chunks_exact(2);
+    if !pairs.remainder().is_empty() {
         return None;
     }
-    let digit = |c: u8| char::from(c).to_digit(16).and_then(|d| u8::try_from(d).ok());
-    s.as_bytes()
-        .chunks_exact(2)
+    let digit = |c: u8| {
+        char::from(c)
+            .to_digit(16)
+            .and_then(|d| u8::try_from(d).ok())
+    };
+    pairs
         .map(|p| Some(digit(p[0])? << 4 | digit(p[1])?))
         .collect()
 }

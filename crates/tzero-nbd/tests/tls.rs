@@ -35,10 +35,7 @@ async fn server(dir: &Path, require: bool, tweak: impl FnOnce(&mut ServerConfig)
 }
 
 /// A rustls client trusting the test CA in `dir`, over `c`'s socket.
-async fn upgrade(
-    dir: &Path,
-    c: Client,
-) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+async fn upgrade(dir: &Path, c: Client) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in tzero_nbd::tls::load_certificates(&dir.join("ca-cert.pem")).expect("ca") {
         roots.add(cert).expect("add ca");
@@ -110,7 +107,10 @@ async fn require_mode_answers_tls_reqd_then_haggles_inside_tls() {
         assert_eq!(r.len(), 1, "option {option}");
         assert_eq!(r[0].0, REP_ERR_TLS_REQD, "option {option}");
     }
-    assert_eq!(last(&opt(&mut c.s, OPT_STARTTLS, &[1]).await), REP_ERR_INVALID);
+    assert_eq!(
+        last(&opt(&mut c.s, OPT_STARTTLS, &[1]).await),
+        REP_ERR_INVALID
+    );
     assert_eq!(last(&opt(&mut c.s, OPT_STARTTLS, &[]).await), REP_ACK);
 
     let mut t = upgrade(dir.path(), c).await;
@@ -169,7 +169,10 @@ async fn on_mode_serves_plaintext_and_tls() {
     let h = server(dir.path(), false, |_| {}).await;
     let mut c = Client::fixed(h.addr).await;
     // What was negotiated in plaintext does not survive STARTTLS.
-    assert_eq!(last(&opt(&mut c.s, OPT_STRUCTURED_REPLY, &[]).await), REP_ACK);
+    assert_eq!(
+        last(&opt(&mut c.s, OPT_STRUCTURED_REPLY, &[]).await),
+        REP_ACK
+    );
     assert_eq!(last(&opt(&mut c.s, OPT_LIST, &[]).await), REP_ACK);
     assert_eq!(last(&opt(&mut c.s, OPT_STARTTLS, &[]).await), REP_ACK);
     let mut t = upgrade(dir.path(), c).await;
@@ -201,7 +204,9 @@ async fn a_stalled_tls_handshake_times_out() {
     // A ClientHello that stops halfway, and garbage instead of TLS.
     let mut c = Client::fixed(h.addr).await;
     assert_eq!(last(&opt(&mut c.s, OPT_STARTTLS, &[]).await), REP_ACK);
-    c.s.write_all(&[0x16, 3, 1, 0, 200, 1]).await.expect("partial hello");
+    c.s.write_all(&[0x16, 3, 1, 0, 200, 1])
+        .await
+        .expect("partial hello");
     assert!(c.closed_by_server().await);
     let mut c = Client::fixed(h.addr).await;
     assert_eq!(last(&opt(&mut c.s, OPT_STARTTLS, &[]).await), REP_ACK);

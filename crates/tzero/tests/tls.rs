@@ -81,7 +81,10 @@ fn nbdcopy_round_trip(d: &Daemon, env: &Env, uri: &str) {
     run_ok(Command::new("nbdcopy").arg(uri).arg(&back), d);
     let got = std::fs::read(&back).expect("read back");
     assert_eq!(got.len(), 64 * MIB, "the whole volume is copied back");
-    assert!(got[..data.len()] == data[..], "data read back over TLS differs");
+    assert!(
+        got[..data.len()] == data[..],
+        "data read back over TLS differs"
+    );
     assert!(got[data.len()..].iter().all(|&b| b == 0));
 }
 
@@ -107,7 +110,10 @@ fn x509_qemu_and_libnbd_clients_read_back_what_they_wrote() {
         ],
     );
     d.cli_ok(&["mkfbvol", "--cap", "64MiB", "v", "w"]);
-    let object = format!("tls-creds-x509,id=tls0,dir={},endpoint=client", path(&client));
+    let object = format!(
+        "tls-creds-x509,id=tls0,dir={},endpoint=client",
+        path(&client)
+    );
 
     // qemu (GnuTLS) writes and reads back over TLS.
     qemu_io_tls_ok(
@@ -127,7 +133,15 @@ fn x509_qemu_and_libnbd_clients_read_back_what_they_wrote() {
     let data = pattern_file(&img, 4 * MIB);
     run_ok(
         Command::new("qemu-img")
-            .args(["convert", "-n", "-f", "raw", "--object", &object, "--target-image-opts"])
+            .args([
+                "convert",
+                "-n",
+                "-f",
+                "raw",
+                "--object",
+                &object,
+                "--target-image-opts",
+            ])
             .arg(&img)
             .arg(format!(
                 "driver=nbd,host=127.0.0.1,port={},export=w,tls-creds=tls0",
@@ -180,16 +194,27 @@ fn x509_untrusted_ca_is_refused() {
         ],
     );
     d.cli_ok(&["mkfbvol", "--cap", "8MiB", "v"]);
-    let object = format!("tls-creds-x509,id=tls0,dir={},endpoint=client", path(&client));
+    let object = format!(
+        "tls-creds-x509,id=tls0,dir={},endpoint=client",
+        path(&client)
+    );
     let out = qemu_io_tls(&d, &object, "v", &["read 0 4k"]);
-    assert!(!out.status.success(), "qemu-io trusted a rogue CA: {}", text(&out));
+    assert!(
+        !out.status.success(),
+        "qemu-io trusted a rogue CA: {}",
+        text(&out)
+    );
     let uri = format!(
         "nbds://127.0.0.1:{}/v?tls-certificates={}",
         d.nbd_port,
         path(&client)
     );
     let out = nbdinfo(&[&uri]);
-    assert!(!out.status.success(), "nbdinfo trusted a rogue CA: {}", text(&out));
+    assert!(
+        !out.status.success(),
+        "nbdinfo trusted a rogue CA: {}",
+        text(&out)
+    );
     assert!(!String::from_utf8_lossy(&out.stdout).contains("export-size"));
 }
 
@@ -205,10 +230,18 @@ fn require_mode_refuses_plaintext_and_shows_no_export() {
 
     let base = format!("nbd://127.0.0.1:{}/", d.nbd_port);
     let out = nbdinfo(&["--list", &base]);
-    assert!(!out.status.success(), "plaintext --list served: {}", text(&out));
+    assert!(
+        !out.status.success(),
+        "plaintext --list served: {}",
+        text(&out)
+    );
     assert!(!text(&out).contains("secret-volume"), "{}", text(&out));
     let out = nbdinfo(&[&d.uri("secret-volume")]);
-    assert!(!out.status.success(), "plaintext export served: {}", text(&out));
+    assert!(
+        !out.status.success(),
+        "plaintext export served: {}",
+        text(&out)
+    );
     assert!(!text(&out).contains("export-size"), "{}", text(&out));
     // qemu without TLS (NBD_OPT_GO, then EXPORT_NAME as a fallback).
     let out = Command::new("qemu-io")
@@ -216,7 +249,11 @@ fn require_mode_refuses_plaintext_and_shows_no_export() {
         .arg(d.uri("secret-volume"))
         .output()
         .expect("qemu-io");
-    assert!(!out.status.success(), "qemu-io served in plaintext: {}", text(&out));
+    assert!(
+        !out.status.success(),
+        "qemu-io served in plaintext: {}",
+        text(&out)
+    );
 
     // With the key, the export is there.
     let uri = format!(
@@ -269,14 +306,22 @@ fn psk_qemu_and_libnbd_clients_and_a_wrong_key_refused() {
             path(file)
         );
         let out = nbdinfo(&[&uri]);
-        assert!(!out.status.success(), "{user}: wrong key accepted: {}", text(&out));
+        assert!(
+            !out.status.success(),
+            "{user}: wrong key accepted: {}",
+            text(&out)
+        );
     }
     let object = format!(
         "tls-creds-psk,id=tls0,dir={},username=qemu,endpoint=client",
         path(&wrong_dir)
     );
     let out = qemu_io_tls(&d, &object, "v", &["read 0 4k"]);
-    assert!(!out.status.success(), "qemu-io with a wrong key: {}", text(&out));
+    assert!(
+        !out.status.success(),
+        "qemu-io with a wrong key: {}",
+        text(&out)
+    );
     assert!(
         d.log_text().contains("TLS handshake failed"),
         "the daemon logs the refused handshake:\n{}",
@@ -316,18 +361,39 @@ fn bad_credentials_are_refused_at_start_up() {
     let missing = env.path("nope.pem");
     serve_refused(
         &env,
-        &["--tls", "on", "--tls-cert", path(&missing), "--tls-key", path(&key)],
+        &[
+            "--tls",
+            "on",
+            "--tls-cert",
+            path(&missing),
+            "--tls-key",
+            path(&key),
+        ],
         "nope.pem",
     );
     // A key where the certificate should be, and the reverse.
     serve_refused(
         &env,
-        &["--tls", "on", "--tls-cert", path(&key), "--tls-key", path(&key)],
+        &[
+            "--tls",
+            "on",
+            "--tls-cert",
+            path(&key),
+            "--tls-key",
+            path(&key),
+        ],
         "no PEM certificate",
     );
     serve_refused(
         &env,
-        &["--tls", "on", "--tls-cert", path(&cert), "--tls-key", path(&cert)],
+        &[
+            "--tls",
+            "on",
+            "--tls-cert",
+            path(&cert),
+            "--tls-key",
+            path(&cert),
+        ],
         "private key",
     );
     // Another certificate's key.
@@ -360,7 +426,12 @@ fn bad_credentials_are_refused_at_start_up() {
     );
     serve_refused(
         &env,
-        &["--api-tls-cert", path(&missing), "--api-tls-key", path(&key)],
+        &[
+            "--api-tls-cert",
+            path(&missing),
+            "--api-tls-key",
+            path(&key),
+        ],
         "nope.pem",
     );
 }
@@ -411,13 +482,22 @@ fn cli_verbs_over_https_need_the_ca() {
     let out = cli(&[], &["lsfbvol"]);
     let (code, err) = common::one_line_error(&out);
     assert_eq!(code, 1);
-    assert!(err.contains("TLS handshake") && err.contains("--api-ca"), "{err}");
+    assert!(
+        err.contains("TLS handshake") && err.contains("--api-ca"),
+        "{err}"
+    );
     // Another CA: refused the same way.
     let rogue = env.path("rogue");
     certs::make_x509(&rogue);
-    let out = cli(&["--api-ca", path(&rogue.join("ca-cert.pem"))], &["lsfbvol"]);
+    let out = cli(
+        &["--api-ca", path(&rogue.join("ca-cert.pem"))],
+        &["lsfbvol"],
+    );
     let (_, err) = common::one_line_error(&out);
-    assert!(err.contains("UnknownIssuer") || err.contains("certificate"), "{err}");
+    assert!(
+        err.contains("UnknownIssuer") || err.contains("certificate"),
+        "{err}"
+    );
     // Plain HTTP to the HTTPS listener does not get an answer.
     let out = tzero_command()
         .args(["--api", &d.api_url(), "--token", &token, "lsfbvol"])

@@ -44,26 +44,59 @@ fn openssl(dir: &Path, args: &[&str]) {
 pub fn make_x509(dir: &Path) {
     std::fs::create_dir_all(dir).expect("cert dir");
     std::fs::write(dir.join("openssl.cnf"), CONFIG).expect("openssl.cnf");
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
     let mut ca = vec!["req", "-x509"];
     ca.extend(ec);
     ca.extend([
-        "-keyout", "ca-key.pem", "-out", "ca-cert.pem", "-days", "2", "-config", "openssl.cnf",
-        "-extensions", "ca",
+        "-keyout",
+        "ca-key.pem",
+        "-out",
+        "ca-cert.pem",
+        "-days",
+        "2",
+        "-config",
+        "openssl.cnf",
+        "-extensions",
+        "ca",
     ]);
     openssl(dir, &ca);
     let mut csr = vec!["req"];
     csr.extend(ec);
     csr.extend([
-        "-keyout", "server-key.pem", "-out", "server.csr", "-config", "openssl.cnf",
+        "-keyout",
+        "server-key.pem",
+        "-out",
+        "server.csr",
+        "-config",
+        "openssl.cnf",
     ]);
     openssl(dir, &csr);
     openssl(
         dir,
         &[
-            "x509", "-req", "-in", "server.csr", "-CA", "ca-cert.pem", "-CAkey", "ca-key.pem",
-            "-CAcreateserial", "-out", "server-cert.pem", "-days", "2", "-extfile",
-            "openssl.cnf", "-extensions", "leaf",
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca-cert.pem",
+            "-CAkey",
+            "ca-key.pem",
+            "-CAcreateserial",
+            "-out",
+            "server-cert.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "openssl.cnf",
+            "-extensions",
+            "leaf",
         ],
     );
     // The same leaf serves as the client's certificate (extendedKeyUsage

@@ -2,8 +2,8 @@
 //! minimal hand-written NBD client for raw-protocol tests.
 #![allow(dead_code)]
 
-mod tools;
 pub mod certs;
+mod tools;
 
 #[allow(unused_imports)] // not every test binary drives real clients
 pub use tools::have;

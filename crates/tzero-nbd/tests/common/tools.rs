@@ -28,7 +28,11 @@ fn in_ci() -> bool {
 /// True if `tool --version` (`openssl version`) runs. If not: panics under
 /// CI; otherwise says loudly that the test is skipped and returns false.
 pub fn have(tool: &str) -> bool {
-    let version = if tool == "openssl" { "version" } else { "--version" };
+    let version = if tool == "openssl" {
+        "version"
+    } else {
+        "--version"
+    };
     let runs = Command::new(tool)
         .arg(version)
         .stdout(Stdio::null())

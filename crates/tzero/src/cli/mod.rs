@@ -178,7 +178,12 @@ pub struct ServeArgs {
     #[arg(long, value_enum, default_value_t = TlsMode::Off, value_name = "MODE")]
     pub tls: TlsMode,
     /// The NBD server's X.509 certificate chain (PEM, leaf first).
-    #[arg(long, value_name = "FILE", requires = "tls_key", conflicts_with = "tls_psk")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "tls_key",
+        conflicts_with = "tls_psk"
+    )]
     pub tls_cert: Option<PathBuf>,
     /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
