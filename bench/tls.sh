@@ -2,9 +2,11 @@
 # NBD over TLS: tzero plain, tzero TLS, qemu-nbd plain and qemu-nbd TLS under the same fio jobs, in
 # one run. fio's nbd engine (libnbd, GnuTLS) is the client for all four; the cases are 4k randread
 # and randwrite at QD32, and 1M sequential read and write at QD8. Prints a markdown table with the
-# ratios tzero-TLS / qemu-nbd-TLS (and plain / plain).
+# ratios tzero-TLS / qemu-nbd-TLS (and plain / plain), each figure the median of ROUNDS runs (the
+# four servers take turns within a round, so a burst of load from elsewhere hits all of them).
 #
-#   bench/tls.sh                       20 s per case, 1 GiB volumes      (~6 min)
+#   bench/tls.sh                       20 s per case, 1 GiB volumes, 1 round    (~6 min)
+#   ROUNDS=3 bench/tls.sh              the median of 3 rounds                   (~18 min)
 #   RUNTIME=5 SIZE=256M bench/tls.sh   a quick look
 #   TZERO_BIN=/path/to/tzero bench/tls.sh   use that binary, build nothing
 #
@@ -22,6 +24,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(dirname "$HERE")
 WORK=${BENCH_WORK:-/tmp/tzero-bench-tls}
 RUNTIME=${RUNTIME:-20}
+ROUNDS=${ROUNDS:-1}
 SIZE=${SIZE:-1G}
 for t in fio qemu-nbd nbdinfo openssl python3; do
   command -v $t >/dev/null || { echo "missing tool: $t (apt-get install -y fio qemu-utils libnbd-bin openssl)" >&2; exit 1; }
@@ -114,25 +117,31 @@ sync
 CASES=("randread 4k 32" "randwrite 4k 32" "read 1M 8" "write 1M 8")
 for c in "${CASES[@]}"; do
   read -r rw bs qd <<<"$c"
-  for s in "${SERVERS[@]}"; do
-    echo "== $s $rw bs=$bs QD$qd ${RUNTIME}s" >&2
-    fio_run "$s" "$rw-$bs" "$rw" "$bs" "$qd" --time_based --runtime="$RUNTIME" --ramp_time=2
-    sync
+  for round in $(seq "$ROUNDS"); do
+    for s in "${SERVERS[@]}"; do
+      echo "== round $round: $s $rw bs=$bs QD$qd ${RUNTIME}s" >&2
+      fio_run "$s" "$rw-$bs-$round" "$rw" "$bs" "$qd" --time_based --runtime="$RUNTIME" --ramp_time=2
+      sync
+    done
   done
 done
 
 COMMIT=$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)
-python3 - "$WORK" "$RUNTIME" "$SIZE" "$COMMIT" <<'EOF' | tee "$WORK/results.md"
-import json, sys, datetime
-work, runtime, size, commit = sys.argv[1:5]
+python3 - "$WORK" "$RUNTIME" "$SIZE" "$COMMIT" "$ROUNDS" <<'EOF' | tee "$WORK/results.md"
+import json, statistics, sys, datetime
+work, runtime, size, commit, rounds = sys.argv[1:6]
+rounds = int(rounds)
 servers = ["tzero-plain", "tzero-tls", "qemu-plain", "qemu-tls"]
 cases = [("randread", "4k", 32), ("randwrite", "4k", 32), ("read", "1M", 8), ("write", "1M", 8)]
-def figure(s, rw, bs):
-    j = json.load(open(f"{work}/fio/{s}-{rw}-{bs}.json"))["jobs"][0]
+def one(s, rw, bs, r):
+    j = json.load(open(f"{work}/fio/{s}-{rw}-{bs}-{r}.json"))["jobs"][0]
     d = j["write" if "write" in rw else "read"]
     return d["iops"] if bs == "4k" else d["bw_bytes"] / 2**20
+def figure(s, rw, bs):
+    return statistics.median(one(s, rw, bs, r) for r in range(1, rounds + 1))
 print(f"Run of {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, commit {commit}, "
-      f"`bench/tls.sh` ({runtime} s per case after 2 s ramp, {size} volumes, fio --ioengine=nbd)\n")
+      f"`ROUNDS={rounds} bench/tls.sh` ({runtime} s per case after 2 s ramp, {size} volumes, fio --ioengine=nbd; "
+      f"{'the median of ' + str(rounds) + ' rounds' if rounds > 1 else 'one round'})\n")
 print("| case | tzero plain | tzero TLS | qemu-nbd plain | qemu-nbd TLS | tzero TLS / qemu-nbd TLS | tzero plain / qemu-nbd plain |")
 print("|---|---|---|---|---|---|---|")
 for rw, bs, qd in cases:

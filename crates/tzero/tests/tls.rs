@@ -219,6 +219,72 @@ fn x509_untrusted_ca_is_refused() {
 }
 
 #[test]
+fn verify_peer_wants_a_client_certificate_from_the_ca() {
+    if !have_all(&["openssl", "qemu-io", "nbdinfo"]) {
+        return;
+    }
+    let env = Env::new();
+    let pki = env.path("pki");
+    certs::make_x509(&pki);
+    let d = Daemon::start_with(
+        &env,
+        &[
+            "--tls",
+            "require",
+            "--tls-cert",
+            path(&pki.join("server-cert.pem")),
+            "--tls-key",
+            path(&pki.join("server-key.pem")),
+            "--tls-client-ca",
+            path(&pki.join("ca-cert.pem")),
+        ],
+    );
+    d.cli_ok(&["mkfbvol", "--cap", "8MiB", "v"]);
+    // `pki` holds client-cert.pem and client-key.pem: both clients present them.
+    let object = format!("tls-creds-x509,id=tls0,dir={},endpoint=client", path(&pki));
+    qemu_io_tls_ok(
+        &d,
+        &object,
+        "v",
+        &["write -P 0x77 0 64k", "read -P 0x77 0 64k"],
+    );
+    let uri = |dir: &Path| {
+        format!(
+            "nbds://127.0.0.1:{}/v?tls-certificates={}",
+            d.nbd_port,
+            path(dir)
+        )
+    };
+    let out = nbdinfo(&[&uri(&pki)]);
+    assert!(out.status.success(), "{}", text(&out));
+    // Trusting the server is not enough: no client certificate, no export.
+    let anonymous = env.path("anonymous");
+    certs::client_ca_dir(&pki, &anonymous);
+    let out = nbdinfo(&[&uri(&anonymous)]);
+    assert!(
+        !out.status.success(),
+        "served without a client certificate: {}",
+        text(&out)
+    );
+    let object = format!(
+        "tls-creds-x509,id=tls0,dir={},endpoint=client",
+        path(&anonymous)
+    );
+    let out = qemu_io_tls(&d, &object, "v", &["read 0 4k"]);
+    assert!(!out.status.success(), "{}", text(&out));
+    // A client certificate from another CA is refused too.
+    let rogue = env.path("rogue");
+    certs::make_x509(&rogue);
+    std::fs::copy(pki.join("ca-cert.pem"), rogue.join("ca-cert.pem")).expect("copy ca");
+    let out = nbdinfo(&[&uri(&rogue)]);
+    assert!(
+        !out.status.success(),
+        "served a rogue client: {}",
+        text(&out)
+    );
+}
+
+#[test]
 fn require_mode_refuses_plaintext_and_shows_no_export() {
     if !have_all(&["openssl", "qemu-io", "nbdinfo"]) {
         return;
