@@ -217,6 +217,29 @@ async fn a_stalled_tls_handshake_times_out() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_connection_limit_counts_tls_sessions() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let h = server(dir.path(), true, |cfg| cfg.max_connections = 1).await;
+    let mut c = Client::fixed(h.addr).await;
+    assert_eq!(last(&opt(&mut c.s, OPT_STARTTLS, &[]).await), REP_ACK);
+    let mut t = upgrade(dir.path(), c).await;
+    assert_eq!(last(&opt(&mut t, OPT_LIST, &[]).await), REP_ACK);
+    // The one slot is held by the TLS session: a second client is closed
+    // before the greeting.
+    let flags = FLAG_C_FIXED_NEWSTYLE | FLAG_C_NO_ZEROES;
+    assert!(Client::try_greet(h.addr, flags).await.is_none());
+    // Once it leaves, the slot is free again.
+    assert_eq!(last(&opt(&mut t, OPT_ABORT, &[]).await), REP_ACK);
+    drop(t);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while Client::try_greet(h.addr, flags).await.is_none() {
+        assert!(tokio::time::Instant::now() < deadline, "slot not freed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_credentials_starttls_is_unsupported() {
     let h = start().await;
     let mut c = Client::fixed(h.addr).await;
