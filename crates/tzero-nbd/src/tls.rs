@@ -235,7 +235,11 @@ impl Tls {
             path: file.to_owned(),
             source,
         })?;
-        let keys = parse_psk_file(file, &text)?;
+        Self::psk_keys(parse_psk_file(file, &text)?, require)
+    }
+
+    /// Pre-shared keys by username (what [`Tls::psk`] reads from its file).
+    pub fn psk_keys(keys: HashMap<String, Vec<u8>>, require: bool) -> Result<Self, TlsError> {
         let mut b = SslContext::builder(SslMethod::tls_server()).map_err(TlsError::OpenSsl)?;
         b.set_min_proto_version(Some(SslVersion::TLS1_2))
             .map_err(TlsError::OpenSsl)?;

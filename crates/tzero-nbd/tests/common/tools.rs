@@ -15,7 +15,6 @@ fn package(tool: &str) -> &str {
         "qemu-io" | "qemu-img" => "qemu-utils",
         "nbdinfo" | "nbdcopy" => "libnbd-bin",
         "promtool" => "prometheus",
-        "gnutls-cli" => "gnutls-bin",
         other => other,
     }
 }
