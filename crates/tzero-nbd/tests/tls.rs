@@ -88,6 +88,9 @@ fn last(r: &[(u32, Vec<u8>)]) -> u32 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn require_mode_answers_tls_reqd_then_haggles_inside_tls() {
+    if !have("openssl") {
+        return;
+    }
     let dir = tempfile::tempdir().expect("tempdir");
     let h = server(dir.path(), true, |_| {}).await;
     let mut c = Client::fixed(h.addr).await;
@@ -155,6 +158,9 @@ async fn require_mode_answers_tls_reqd_then_haggles_inside_tls() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn require_mode_closes_on_export_name_before_tls() {
+    if !have("openssl") {
+        return;
+    }
     let dir = tempfile::tempdir().expect("tempdir");
     let h = server(dir.path(), true, |_| {}).await;
     let mut c = Client::fixed(h.addr).await;
@@ -165,6 +171,9 @@ async fn require_mode_closes_on_export_name_before_tls() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_mode_serves_plaintext_and_tls() {
+    if !have("openssl") {
+        return;
+    }
     let dir = tempfile::tempdir().expect("tempdir");
     let h = server(dir.path(), false, |_| {}).await;
     let mut c = Client::fixed(h.addr).await;
@@ -190,6 +199,9 @@ async fn on_mode_serves_plaintext_and_tls() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_tls_handshake_times_out() {
+    if !have("openssl") {
+        return;
+    }
     let dir = tempfile::tempdir().expect("tempdir");
     let h = server(dir.path(), false, |cfg| {
         cfg.handshake_timeout = Duration::from_millis(300);
@@ -218,6 +230,9 @@ async fn a_stalled_tls_handshake_times_out() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_connection_limit_counts_tls_sessions() {
+    if !have("openssl") {
+        return;
+    }
     let dir = tempfile::tempdir().expect("tempdir");
     let h = server(dir.path(), true, |cfg| cfg.max_connections = 1).await;
     let mut c = Client::fixed(h.addr).await;
