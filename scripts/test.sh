@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The README's test command: installs the real NBD clients the integration tests drive
-# (qemu-io/qemu-img, nbdinfo/nbdcopy, nbdkit, fio), promtool (package prometheus: it checks /metrics)
+# (qemu-io/qemu-img, nbdinfo/nbdcopy, nbdkit, fio), openssl (the TLS tests' certificates),
+# libssl-dev and pkg-config (the openssl crate), promtool (package prometheus: it checks /metrics)
 # and the tools of the full-disk tests (mkfs.ext4,
 # losetup; those tests mount a tmpfs and a loop ext4, so they need root) when they are missing,
 # then runs every test: cargo's, schemathesis against the API, the web console's browser
@@ -9,9 +10,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
-for pair in qemu-utils:qemu-io qemu-utils:qemu-img libnbd-bin:nbdinfo libnbd-bin:nbdcopy nbdkit:nbdkit fio:fio e2fsprogs:mkfs.ext4 util-linux:losetup socat:socat curl:curl prometheus:promtool; do
+for pair in qemu-utils:qemu-io qemu-utils:qemu-img libnbd-bin:nbdinfo libnbd-bin:nbdcopy nbdkit:nbdkit fio:fio e2fsprogs:mkfs.ext4 util-linux:losetup socat:socat curl:curl prometheus:promtool openssl:openssl; do
   command -v "${pair#*:}" >/dev/null 2>&1 || missing+=("${pair%%:*}")
 done
+# The openssl crate (NBD TLS with pre-shared keys) builds against libssl through pkg-config.
+command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+[ -f /usr/include/openssl/ssl.h ] || missing+=(libssl-dev)
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" = 0 ] || sudo="sudo"

@@ -12,6 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::mem::{MemDevice, MemProvider};
 use crate::request::{check_request, SessionCaps};
 use crate::server::{NbdServer, ServerConfig};
+use crate::tls::Tls;
 use crate::wire;
 
 /// Feeds `data` to every option-phase parser.
@@ -82,6 +83,9 @@ pub fn request_parser(data: &[u8]) {
 /// fuzzer reach the transmission phase without guessing magics, a prefix is
 /// prepended unless `data` starts with `'R'` (raw mode): the greeting reply
 /// flags, `STRUCTURED_REPLY`, `SET_META_CONTEXT base:allocation` and `GO`.
+/// `'T'` is raw mode against a server that requires TLS (PSK credentials):
+/// `TLS_REQD` for everything, and after `STARTTLS` a handshake with whatever
+/// bytes follow.
 pub fn session(data: &[u8]) {
     let Ok(rt) = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -89,12 +93,13 @@ pub fn session(data: &[u8]) {
     else {
         return;
     };
-    let input = match data.split_first() {
-        Some((b'R', rest)) => rest.to_vec(),
+    let (input, tls) = match data.split_first() {
+        Some((b'R', rest)) => (rest.to_vec(), false),
+        Some((b'T', rest)) => (rest.to_vec(), true),
         _ => {
             let mut v = negotiation_prefix("fuzz");
             v.extend_from_slice(data);
-            v
+            (v, false)
         }
     };
     rt.block_on(async move {
@@ -108,6 +113,12 @@ pub fn session(data: &[u8]) {
             handshake_timeout: Duration::from_secs(2),
             request_timeout: Duration::from_secs(2),
             max_discard_len: 1 << 20,
+            tls: tls
+                .then(|| {
+                    let keys = [("fuzz".to_owned(), vec![0x42; 32])].into_iter().collect();
+                    Tls::psk_keys(keys, true).ok()
+                })
+                .flatten(),
             ..ServerConfig::default()
         };
         let server = NbdServer::new(provider, cfg);
@@ -177,6 +188,16 @@ mod tests {
         request_parser(&junk);
         session(&junk);
         session(b"R");
+        // Require-TLS: an option before TLS, then STARTTLS and garbage.
+        let mut t = b"T".to_vec();
+        t.extend_from_slice(&(wire::FLAG_C_FIXED_NEWSTYLE).to_be_bytes());
+        for (option, rest) in [(wire::OPT_LIST, &b""[..]), (wire::OPT_STARTTLS, &junk[..])] {
+            t.extend_from_slice(&wire::IHAVEOPT.to_be_bytes());
+            t.extend_from_slice(&option.to_be_bytes());
+            t.extend_from_slice(&0u32.to_be_bytes());
+            t.extend_from_slice(rest);
+        }
+        session(&t);
         session(&[]);
         // A well-formed read after the prefix.
         let req = wire::encode_request(&wire::Request {

@@ -1,10 +1,15 @@
 //! Fixed-newstyle negotiation: greeting, client flags and option haggling up
-//! to `NBD_OPT_GO` / `NBD_OPT_EXPORT_NAME`.
+//! to `NBD_OPT_GO` / `NBD_OPT_EXPORT_NAME`, or to `NBD_OPT_STARTTLS`, after
+//! which the server runs the TLS handshake and the haggle starts again, with
+//! fresh state, inside TLS ([`TlsPhase`]).
 //!
 //! Option payloads are read only after their length has been checked against
 //! the configured limit; oversized ones are skipped (bounded) and answered
-//! with `NBD_REP_ERR_TOO_BIG`. Unknown options, including `STARTTLS` and
-//! `EXTENDED_HEADERS`, get `NBD_REP_ERR_UNSUP` and negotiation continues.
+//! with `NBD_REP_ERR_TOO_BIG`. Unknown options, including `EXTENDED_HEADERS`,
+//! get `NBD_REP_ERR_UNSUP` and negotiation continues. While TLS is required
+//! and not yet up, every option but `STARTTLS` and `ABORT` gets
+//! `NBD_REP_ERR_TLS_REQD` (nothing about the exports is told), and
+//! `EXPORT_NAME`, which cannot be refused, closes the connection.
 
 use std::sync::Arc;
 
@@ -33,6 +38,21 @@ pub(crate) enum Outcome {
     Go(Negotiated),
     /// The client aborted (`NBD_OPT_ABORT`) or hung up cleanly.
     Closed,
+    /// `STARTTLS` was acknowledged: the TLS handshake comes next.
+    StartTls,
+}
+
+/// Where a connection stands with TLS, which decides how options are met.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TlsPhase {
+    /// The server has no credentials: `STARTTLS` is unsupported.
+    Unavailable,
+    /// Plaintext, TLS on offer (`--tls on`).
+    Offered,
+    /// Plaintext, TLS required before anything else (`--tls require`).
+    Required,
+    /// Inside TLS.
+    Active,
 }
 
 /// Transmission flags for an export, given what was negotiated.
@@ -95,30 +115,40 @@ async fn send<W: AsyncWrite + Unpin>(w: &mut W, out: &mut Vec<u8>) -> Result<(),
     Ok(())
 }
 
-/// Runs the handshake phase until the client picks an export or leaves.
-pub(crate) async fn negotiate<R, W>(
-    r: &mut BufReader<R>,
-    w: &mut W,
-    provider: &dyn ExportProvider,
-    cfg: &ServerConfig,
-) -> Result<Outcome, ConnError>
+/// Sends the greeting and reads the client's flags; `None` if the client
+/// left at once. Returns whether the client asked for `NO_ZEROES`.
+pub(crate) async fn greet<S>(conn: &mut BufReader<S>) -> Result<Option<bool>, ConnError>
 where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin,
 {
-    w.write_all(&wire::encode_greeting()).await?;
-    w.flush().await?;
-
+    conn.write_all(&wire::encode_greeting()).await?;
+    conn.flush().await?;
     let mut raw = [0u8; 4];
-    if read_or_eof(r, &mut raw).await?.is_none() {
+    if read_or_eof(conn, &mut raw).await?.is_none() {
         // e.g. an oldstyle client that hung up on our newstyle greeting
-        return Ok(Outcome::Closed);
+        return Ok(None);
     }
     let flags = wire::parse_client_flags(u32::from_be_bytes(raw))
         .ok_or_else(|| ConnError::Protocol("unknown client flags".into()))?;
+    Ok(Some(flags.no_zeroes))
+}
+
+/// Haggles options until the client picks an export, asks for TLS or
+/// leaves. Called again inside TLS, with fresh state: nothing negotiated in
+/// plaintext carries over.
+pub(crate) async fn negotiate<S>(
+    conn: &mut BufReader<S>,
+    provider: &dyn ExportProvider,
+    cfg: &ServerConfig,
+    no_zeroes: bool,
+    tls: TlsPhase,
+) -> Result<Outcome, ConnError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let mut st = State {
         structured: false,
-        no_zeroes: flags.no_zeroes,
+        no_zeroes,
         meta_export: None,
     };
 
@@ -126,7 +156,7 @@ where
     let mut payload = Vec::new();
     loop {
         let mut hdr = [0u8; wire::OPTION_HEADER_LEN];
-        if read_or_eof(r, &mut hdr).await?.is_none() {
+        if read_or_eof(conn, &mut hdr).await?.is_none() {
             return Ok(Outcome::Closed);
         }
         let h = wire::parse_option_header(&hdr).map_err(|e| ConnError::Protocol(e.to_string()))?;
@@ -139,7 +169,7 @@ where
             }
             let skippable = u64::from(h.length) <= cfg.max_discard_len;
             if skippable {
-                discard(r, u64::from(h.length)).await?;
+                discard(conn, u64::from(h.length)).await?;
             }
             wire::encode_option_reply(
                 &mut out,
@@ -147,7 +177,7 @@ where
                 wire::REP_ERR_TOO_BIG,
                 b"option too large",
             );
-            send(w, &mut out).await?;
+            send(conn, &mut out).await?;
             if !skippable {
                 return Err(ConnError::Protocol("oversized option".into()));
             }
@@ -157,7 +187,20 @@ where
         // Bounded by max_option_len above.
         let len = usize::try_from(h.length).map_err(|_| ConnError::Protocol("length".into()))?;
         payload.resize(len, 0);
-        r.read_exact(&mut payload).await?;
+        conn.read_exact(&mut payload).await?;
+
+        if tls == TlsPhase::Required
+            && h.option != wire::OPT_STARTTLS
+            && h.option != wire::OPT_ABORT
+        {
+            if h.option == wire::OPT_EXPORT_NAME {
+                // It cannot be refused with an error: the spec says close.
+                return Err(ConnError::Protocol("EXPORT_NAME before TLS".into()));
+            }
+            wire::encode_option_reply(&mut out, h.option, wire::REP_ERR_TLS_REQD, b"TLS required");
+            send(conn, &mut out).await?;
+            continue;
+        }
 
         match h.option {
             wire::OPT_EXPORT_NAME => {
@@ -170,13 +213,13 @@ where
                 let neg = finish(&st, name, device);
                 let flags = transmission_flags(neg.caps.read_only, st.structured);
                 wire::encode_export_name_reply(&mut out, neg.caps.size, flags, st.no_zeroes);
-                send(w, &mut out).await?;
+                send(conn, &mut out).await?;
                 return Ok(Outcome::Go(neg));
             }
             wire::OPT_ABORT => {
                 wire::encode_option_reply(&mut out, h.option, wire::REP_ACK, &[]);
                 // The client may already have gone; that is fine.
-                let _ = send(w, &mut out).await;
+                let _ = send(conn, &mut out).await;
                 return Ok(Outcome::Closed);
             }
             wire::OPT_LIST => {
@@ -236,7 +279,7 @@ where
                         );
                         wire::encode_option_reply(&mut out, h.option, wire::REP_ACK, &[]);
                         if h.option == wire::OPT_GO {
-                            send(w, &mut out).await?;
+                            send(conn, &mut out).await?;
                             return Ok(Outcome::Go(neg));
                         }
                     }
@@ -245,8 +288,23 @@ where
             wire::OPT_LIST_META_CONTEXT | wire::OPT_SET_META_CONTEXT => {
                 meta_context(&mut st, provider, h.option, &payload, &mut out);
             }
+            wire::OPT_STARTTLS => match tls {
+                _ if !payload.is_empty() => invalid(&mut out, h.option, "STARTTLS takes no data"),
+                TlsPhase::Active => invalid(&mut out, h.option, "TLS is already negotiated"),
+                TlsPhase::Unavailable => wire::encode_option_reply(
+                    &mut out,
+                    h.option,
+                    wire::REP_ERR_UNSUP,
+                    b"TLS not configured on this server",
+                ),
+                TlsPhase::Offered | TlsPhase::Required => {
+                    wire::encode_option_reply(&mut out, h.option, wire::REP_ACK, &[]);
+                    send(conn, &mut out).await?;
+                    return Ok(Outcome::StartTls);
+                }
+            },
             _ => {
-                // STARTTLS, EXTENDED_HEADERS, PEEK_EXPORT and anything new.
+                // EXTENDED_HEADERS, PEEK_EXPORT and anything new.
                 wire::encode_option_reply(
                     &mut out,
                     h.option,
@@ -255,7 +313,7 @@ where
                 );
             }
         }
-        send(w, &mut out).await?;
+        send(conn, &mut out).await?;
     }
 }
 

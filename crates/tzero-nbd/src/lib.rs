@@ -4,7 +4,8 @@
 //! The daemon implements [`ExportProvider`] and [`BlockDevice`]; the server
 //! negotiates with clients ([`handshake`]), validates requests
 //! ([`request`]), runs the blocking device calls on tokio's blocking pool and
-//! answers out of order ([`transmission`]). [`wire`] holds the pure codec and
+//! answers out of order ([`transmission`]); [`tls`] holds the credentials
+//! offered after `NBD_OPT_STARTTLS`. [`wire`] holds the pure codec and
 //! [`mem`] an in-memory device for tests and fuzzing.
 //!
 //! ```no_run
@@ -26,9 +27,11 @@ pub mod handshake;
 pub mod mem;
 pub mod request;
 pub mod server;
+pub mod tls;
 pub mod transmission;
 pub mod wire;
 
 pub use device::{nbd_errno, BlockDevice, DeviceError, ExportProvider, Extent};
 pub use error::ConnError;
 pub use server::{serve, serve_connection, ConnStats, NbdServer, ServerConfig};
+pub use tls::{Tls, TlsError};

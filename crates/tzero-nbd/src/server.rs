@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, BufReader};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
@@ -20,8 +20,12 @@ use tracing::{debug, info, warn, Instrument};
 
 use crate::device::ExportProvider;
 use crate::error::ConnError;
-use crate::handshake::{self, Outcome};
+use crate::handshake::{self, Outcome, TlsPhase};
+use crate::tls::Tls;
 use crate::transmission;
+
+/// Read buffer of a connection (negotiation and transmission).
+const READ_BUF: usize = 128 * 1024;
 
 /// Tunables; the defaults suit a local daemon.
 #[derive(Debug, Clone)]
@@ -48,6 +52,10 @@ pub struct ServerConfig {
     pub max_discard_len: u64,
     /// How long [`NbdServer::serve`] waits for connections after shutdown.
     pub shutdown_grace: Duration,
+    /// TLS credentials and whether TLS is required; `None` answers
+    /// `STARTTLS` with `NBD_REP_ERR_UNSUP`. The handshake timeout and the
+    /// option limits cover the TLS handshake and the haggle inside it.
+    pub tls: Option<Tls>,
 }
 
 impl Default for ServerConfig {
@@ -62,6 +70,7 @@ impl Default for ServerConfig {
             max_option_len: 64 * 1024,
             max_discard_len: 64 * 1024 * 1024,
             shutdown_grace: Duration::from_secs(10),
+            tls: None,
         }
     }
 }
@@ -212,8 +221,7 @@ impl NbdServer {
     ) -> Result<(), ConnError> {
         // Replies are small and latency-bound; never wait for Nagle.
         stream.set_nodelay(true)?;
-        let (r, w) = stream.into_split();
-        self.run(r, w, shutdown).await
+        self.run(stream, TcpStream::into_split, shutdown).await
     }
 
     /// Serves one connection over any byte stream (duplex pipes, unix
@@ -226,40 +234,118 @@ impl NbdServer {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send,
     {
-        let (r, w) = tokio::io::split(stream);
-        self.run(r, w, shutdown).await
+        self.run(stream, tokio::io::split, shutdown).await
     }
 
-    async fn run<R, W>(
+    /// Negotiates (in plaintext, then inside TLS if the client asks), then
+    /// runs transmission on the halves of the stream: `split` for a
+    /// plaintext one, `tokio::io::split` for TLS (a TLS session's two
+    /// directions share its state).
+    async fn run<S, R, W>(
         &self,
-        r: R,
-        mut w: W,
+        stream: S,
+        split: impl FnOnce(S) -> (R, W),
         mut shutdown: watch::Receiver<bool>,
     ) -> Result<(), ConnError>
     where
+        S: AsyncRead + AsyncWrite + Unpin + Send,
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin,
     {
-        let mut reader = BufReader::with_capacity(128 * 1024, r);
         let cfg = &*self.config;
         let negotiated = tokio::select! {
             biased;
             () = wait_shutdown(&mut shutdown) => return Ok(()),
-            res = tokio::time::timeout(
-                cfg.handshake_timeout,
-                handshake::negotiate(&mut reader, &mut w, &*self.provider, cfg),
-            ) => res.map_err(|_| ConnError::Timeout("handshake"))??,
+            res = tokio::time::timeout(cfg.handshake_timeout, self.negotiate(stream)) => {
+                res.map_err(|_| ConnError::Timeout("handshake"))??
+            }
         };
         match negotiated {
-            Outcome::Closed => Ok(()),
-            Outcome::Go(neg) => {
-                // Fills the `nbd_conn` span's export field (a no-op when
-                // the caller opened no such span).
-                tracing::Span::current().record("export", neg.export.as_str());
-                transmission::run(reader, w, neg, cfg, shutdown).await
+            Negotiation::Closed => Ok(()),
+            Negotiation::Plain(neg, conn) => {
+                record_export(&neg);
+                let (r, w) = halves(conn, split);
+                transmission::run(r, w, neg, cfg, shutdown).await
+            }
+            Negotiation::Tls(neg, conn) => {
+                record_export(&neg);
+                let (r, w) = halves(conn, tokio::io::split);
+                transmission::run(r, w, neg, cfg, shutdown).await
             }
         }
     }
+
+    /// The whole handshake: greeting, options, and after `STARTTLS` the TLS
+    /// handshake and the options again.
+    async fn negotiate<S>(&self, stream: S) -> Result<Negotiation<S>, ConnError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send,
+    {
+        let cfg = &*self.config;
+        let provider = &*self.provider;
+        let mut conn = BufReader::with_capacity(READ_BUF, stream);
+        let Some(no_zeroes) = handshake::greet(&mut conn).await? else {
+            return Ok(Negotiation::Closed);
+        };
+        let phase = match &cfg.tls {
+            None => TlsPhase::Unavailable,
+            Some(t) if t.require => TlsPhase::Required,
+            Some(_) => TlsPhase::Offered,
+        };
+        match handshake::negotiate(&mut conn, provider, cfg, no_zeroes, phase).await? {
+            Outcome::Closed => return Ok(Negotiation::Closed),
+            Outcome::Go(neg) => return Ok(Negotiation::Plain(neg, conn)),
+            Outcome::StartTls => {}
+        }
+        let Some(tls) = &cfg.tls else {
+            return Err(ConnError::Protocol("STARTTLS without credentials".into()));
+        };
+        // The client must wait for our ACK before its ClientHello; bytes
+        // already here would be plaintext smuggled into the TLS session.
+        if !conn.buffer().is_empty() {
+            return Err(ConnError::Protocol("data after STARTTLS".into()));
+        }
+        let tls_stream = tls.accept(conn.into_inner()).await?;
+        debug!("TLS established");
+        let mut conn = BufReader::with_capacity(READ_BUF, tls_stream);
+        let active = TlsPhase::Active;
+        match handshake::negotiate(&mut conn, provider, cfg, no_zeroes, active).await? {
+            Outcome::Closed => Ok(Negotiation::Closed),
+            Outcome::Go(neg) => Ok(Negotiation::Tls(neg, conn)),
+            Outcome::StartTls => Err(ConnError::Protocol("STARTTLS inside TLS".into())),
+        }
+    }
+}
+
+/// The result of [`NbdServer::negotiate`], with the buffered stream to go on
+/// with.
+enum Negotiation<S> {
+    Closed,
+    Plain(handshake::Negotiated, BufReader<S>),
+    Tls(handshake::Negotiated, BufReader<crate::tls::TlsStream<S>>),
+}
+
+/// A buffered reader whose first bytes are those the negotiation had
+/// already read past its last option (a client may pipeline its first
+/// requests behind `NBD_OPT_GO`).
+type Halve<R> = BufReader<tokio::io::Chain<std::io::Cursor<Vec<u8>>, R>>;
+
+/// Fills the `nbd_conn` span's export field (a no-op when the caller opened
+/// no such span).
+fn record_export(neg: &handshake::Negotiated) {
+    tracing::Span::current().record("export", neg.export.as_str());
+}
+
+/// Splits a negotiated stream, keeping what its buffer already holds.
+fn halves<S, R, W>(conn: BufReader<S>, split: impl FnOnce(S) -> (R, W)) -> (Halve<R>, W)
+where
+    S: AsyncRead,
+    R: AsyncRead,
+{
+    let leftover = conn.buffer().to_vec();
+    let (r, w) = split(conn.into_inner());
+    let r = std::io::Cursor::new(leftover).chain(r);
+    (BufReader::with_capacity(READ_BUF, r), w)
 }
 
 /// Serves `listener` with the default configuration until `shutdown` is

@@ -1,4 +1,6 @@
-//! A small HTTP/1.1 client for the daemon's API, over the unix socket or TCP.
+//! A small HTTP/1.1 client for the daemon's API, over the unix socket, TCP,
+//! or TCP with TLS (`https://`, rustls; the CA from `--api-ca`, else the
+//! system's bundle).
 //!
 //! One connection per request keeps it simple and is plenty for a CLI; hyper's
 //! low-level `client::conn` is used directly because axum already brings hyper
@@ -30,13 +32,25 @@ pub enum Endpoint {
     Unix(PathBuf),
     /// `host:port` over TCP, with the bearer token if one is known.
     Tcp { addr: String, token: Option<String> },
+    /// `host:port` over TLS; the server's certificate must chain to `ca`
+    /// (PEM), or to the system's CA bundle when `None`.
+    Https {
+        addr: String,
+        token: Option<String>,
+        ca: Option<PathBuf>,
+    },
 }
+
+/// The system's CA bundle (Debian's `ca-certificates`), used for `https://`
+/// without `--api-ca`.
+const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 impl std::fmt::Display for Endpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Endpoint::Unix(p) => write!(f, "{}", p.display()),
             Endpoint::Tcp { addr, .. } => write!(f, "http://{addr}"),
+            Endpoint::Https { addr, .. } => write!(f, "https://{addr}"),
         }
     }
 }
@@ -47,6 +61,21 @@ impl std::fmt::Display for Endpoint {
 pub enum ClientError {
     #[error("cannot connect to the tzero daemon at {endpoint} (is `tzero serve` running?)")]
     Connect {
+        endpoint: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot use the CA certificates {}", path.display())]
+    Ca {
+        path: PathBuf,
+        #[source]
+        source: tzero_nbd::TlsError,
+    },
+    #[error(
+        "TLS handshake with the tzero daemon at {endpoint} failed \
+         (is its certificate signed by the CA given with --api-ca?)"
+    )]
+    Tls {
         endpoint: String,
         #[source]
         source: std::io::Error,
@@ -68,7 +97,7 @@ pub enum ClientError {
     },
     #[error("cannot encode the request")]
     Encode(#[source] serde_json::Error),
-    #[error("invalid API URL {0:?}: expected http://HOST:PORT")]
+    #[error("invalid API URL {0:?}: expected http://HOST:PORT or https://HOST:PORT")]
     Url(String),
 }
 
@@ -83,14 +112,24 @@ impl ClientError {
 }
 
 /// Turns `http://host:port[/]` (or a bare `host:port`) into `host:port`.
-/// Only plain HTTP is spoken; anything else is refused rather than sent in
-/// the clear to a server expecting TLS.
+/// Only plain HTTP; see [`parse_api_url`] for `https://`.
 pub fn parse_api_addr(url: &str) -> Result<String, ClientError> {
+    match parse_api_url(url)? {
+        (addr, false) => Ok(addr),
+        (_, true) => Err(ClientError::Url(url.to_owned())),
+    }
+}
+
+/// Turns `http[s]://host:port[/]` (or a bare `host:port`, plain HTTP) into
+/// `host:port` and whether TLS is spoken. Other schemes are refused rather
+/// than sent somewhere unexpected.
+pub fn parse_api_url(url: &str) -> Result<(String, bool), ClientError> {
     let bad = || ClientError::Url(url.to_owned());
-    let rest = match url.split_once("://") {
-        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => rest,
+    let (rest, https) = match url.split_once("://") {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => (rest, false),
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("https") => (rest, true),
         Some(_) => return Err(bad()),
-        None => url,
+        None => (url, false),
     };
     let authority = rest.strip_suffix('/').unwrap_or(rest);
     if authority.is_empty()
@@ -108,7 +147,43 @@ pub fn parse_api_addr(url: &str) -> Result<String, ClientError> {
     if port.is_empty() || port.parse::<u16>().is_err() {
         return Err(bad());
     }
-    Ok(authority.to_owned())
+    Ok((authority.to_owned(), https))
+}
+
+/// The rustls client settings for `https://`: roots from `ca` or the system
+/// bundle, no client certificate.
+fn tls_client_config(ca: Option<&std::path::Path>) -> Result<rustls::ClientConfig, ClientError> {
+    let path = ca.unwrap_or(std::path::Path::new(SYSTEM_CA_BUNDLE));
+    let ca_error = |source| ClientError::Ca {
+        path: path.to_owned(),
+        source,
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    let certs = tzero_nbd::tls::load_certificates(path).map_err(ca_error)?;
+    if ca.is_some() {
+        for c in certs {
+            roots
+                .add(c)
+                .map_err(|e| ca_error(tzero_nbd::TlsError::Rustls(e)))?;
+        }
+    } else {
+        // A system bundle may hold a certificate rustls cannot parse; skip it.
+        roots.add_parsable_certificates(certs);
+    }
+    let config = rustls::ClientConfig::builder_with_provider(tzero_nbd::tls::crypto_provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ca_error(tzero_nbd::TlsError::Rustls(e)))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(config)
+}
+
+/// The name the server's certificate must carry: the host of `host:port`
+/// (an IP address or a DNS name).
+fn server_name(addr: &str) -> Option<rustls::pki_types::ServerName<'static>> {
+    let (host, _) = addr.rsplit_once(':')?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    rustls::pki_types::ServerName::try_from(host.to_owned()).ok()
 }
 
 /// Percent-encodes one path segment, so a name with odd characters reaches
@@ -161,7 +236,7 @@ impl Client {
         }
         req = match &self.endpoint {
             Endpoint::Unix(_) => req.header(header::HOST, "localhost"),
-            Endpoint::Tcp { addr, token } => {
+            Endpoint::Tcp { addr, token } | Endpoint::Https { addr, token, .. } => {
                 let req = req.header(header::HOST, addr.as_str());
                 match token {
                     Some(t) => req.header(header::AUTHORIZATION, format!("Bearer {t}")),
@@ -180,19 +255,35 @@ impl Client {
                 exchange(TokioIo::new(stream), req).await?
             }
             Endpoint::Tcp { addr, .. } => {
-                let stream = tokio::time::timeout(
-                    CONNECT_TIMEOUT,
-                    tokio::net::TcpStream::connect(addr.as_str()),
-                )
-                .await
-                .map_err(|_| self.connect_error(std::io::ErrorKind::TimedOut.into()))?
-                .map_err(|e| self.connect_error(e))?;
-                // Requests are tiny; don't let Nagle delay them.
-                let _ = stream.set_nodelay(true);
+                let stream = self.connect_tcp(addr).await?;
                 exchange(TokioIo::new(stream), req).await?
+            }
+            Endpoint::Https { addr, ca, .. } => {
+                let config = tls_client_config(ca.as_deref())?;
+                let name = server_name(addr).ok_or_else(|| ClientError::Url(addr.clone()))?;
+                let stream = self.connect_tcp(addr).await?;
+                let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+                let tls = tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name, stream))
+                    .await
+                    .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
+                    .map_err(|source| ClientError::Tls {
+                        endpoint: self.endpoint.to_string(),
+                        source,
+                    })?;
+                exchange(TokioIo::new(tls), req).await?
             }
         };
         Ok(resp)
+    }
+
+    async fn connect_tcp(&self, addr: &str) -> Result<tokio::net::TcpStream, ClientError> {
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr))
+            .await
+            .map_err(|_| self.connect_error(std::io::ErrorKind::TimedOut.into()))?
+            .map_err(|e| self.connect_error(e))?;
+        // Requests are tiny; don't let Nagle delay them.
+        let _ = stream.set_nodelay(true);
+        Ok(stream)
     }
 
     fn connect_error(&self, source: std::io::Error) -> ClientError {
@@ -486,6 +577,15 @@ mod tests {
         ] {
             assert!(parse_api_addr(bad).is_err(), "{bad}");
         }
+        assert_eq!(
+            parse_api_url("https://localhost:8443/").ok(),
+            Some(("localhost:8443".to_owned(), true))
+        );
+        assert!(parse_api_url("ftp://a:1").is_err());
+        assert_eq!(
+            server_name("[::1]:80").map(|n| n.to_str().into_owned()),
+            Some("::1".to_owned())
+        );
     }
 
     #[test]

@@ -29,7 +29,9 @@ use tzero_engine::{Engine, EngineConfig};
 use crate::api;
 use crate::api::logging::{logged, Caller};
 use crate::audit::AuditLog;
+use crate::cli::TlsMode;
 use crate::nbd_export::EngineExports;
+use crate::tls_listener::TlsListener;
 use crate::tokens::TokenStore;
 use axum::Extension;
 
@@ -52,6 +54,46 @@ pub struct ServeConfig {
     pub max_connections: usize,
     /// Size at which `DATA/audit.log` is rotated.
     pub audit_max_bytes: u64,
+    /// NBD over TLS.
+    pub nbd_tls: NbdTls,
+    /// Certificate chain and key of the TCP API's HTTPS; plain HTTP if `None`.
+    pub api_tls: Option<(PathBuf, PathBuf)>,
+}
+
+/// `serve --tls MODE` and its credentials, checked by [`NbdTls::load`].
+#[derive(Debug, Clone, Default)]
+pub struct NbdTls {
+    pub mode: TlsMode,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    pub client_ca: Option<PathBuf>,
+    pub psk: Option<PathBuf>,
+}
+
+impl NbdTls {
+    /// Loads the credentials the mode asks for; `None` for `off`.
+    pub fn load(&self) -> anyhow::Result<Option<tzero_nbd::Tls>> {
+        let require = match self.mode {
+            TlsMode::Off => {
+                if self.cert.is_some() || self.psk.is_some() {
+                    bail!("--tls-cert/--tls-psk given but --tls is off (use --tls on or --tls require)");
+                }
+                return Ok(None);
+            }
+            TlsMode::On => false,
+            TlsMode::Require => true,
+        };
+        let tls = match (&self.cert, &self.key, &self.psk) {
+            (Some(cert), Some(key), None) => {
+                tzero_nbd::Tls::x509(cert, key, self.client_ca.as_deref(), require)
+                    .context("cannot load the NBD TLS certificate")?
+            }
+            (None, None, Some(psk)) => tzero_nbd::Tls::psk(psk, require)
+                .context("cannot load the NBD TLS pre-shared keys")?,
+            _ => bail!("--tls on/require needs --tls-cert and --tls-key, or --tls-psk"),
+        };
+        Ok(Some(tls))
+    }
 }
 
 /// `serve --log-format`: text for people, JSON (one object per line) for
@@ -66,6 +108,15 @@ pub enum LogFormat {
 /// Runs the daemon until SIGTERM or SIGINT.
 pub fn run(cfg: ServeConfig) -> anyhow::Result<()> {
     init_logging(cfg.log_format);
+    // Credentials first: a bad file is refused before anything is touched.
+    let nbd_tls = cfg.nbd_tls.load()?;
+    let api_tls = match &cfg.api_tls {
+        None => None,
+        Some((cert, key)) => Some(
+            crate::tls_listener::server_config(cert, key)
+                .context("cannot load the API TLS certificate")?,
+        ),
+    };
     std::fs::create_dir_all(&cfg.data)
         .with_context(|| format!("cannot create data directory {}", cfg.data.display()))?;
     let _lock = DataDirLock::acquire(&cfg.data)?;
@@ -88,7 +139,7 @@ pub fn run(cfg: ServeConfig) -> anyhow::Result<()> {
         .thread_name("tzero")
         .build()
         .context("cannot start the async runtime")?;
-    let served = rt.block_on(serve(&cfg, engine.clone(), tokens, audit));
+    let served = rt.block_on(serve(&cfg, engine.clone(), tokens, audit, nbd_tls, api_tls));
     // Let any blocking engine calls still queued finish before the engine stops.
     rt.shutdown_timeout(DRAIN_TIMEOUT);
 
@@ -131,6 +182,8 @@ async fn serve(
     engine: Engine,
     tokens: Arc<TokenStore>,
     audit: Arc<AuditLog>,
+    nbd_tls: Option<tzero_nbd::Tls>,
+    api_tls: Option<Arc<rustls::ServerConfig>>,
 ) -> anyhow::Result<()> {
     let nbd_listener = TcpListener::bind(&cfg.nbd_addr)
         .await
@@ -172,11 +225,19 @@ async fn serve(
         Caller::Socket,
         audit,
     );
-    let tcp_api = tokio::spawn(
-        axum::serve(api_listener, tcp_app)
-            .with_graceful_shutdown(stopped(stop_rx.clone()))
-            .into_future(),
-    );
+    let api_scheme = if api_tls.is_some() { "https" } else { "http" };
+    let tcp_api = match api_tls {
+        None => tokio::spawn(
+            axum::serve(api_listener, tcp_app)
+                .with_graceful_shutdown(stopped(stop_rx.clone()))
+                .into_future(),
+        ),
+        Some(tls) => tokio::spawn(
+            axum::serve(TlsListener::new(api_listener, tls), tcp_app)
+                .with_graceful_shutdown(stopped(stop_rx.clone()))
+                .into_future(),
+        ),
+    };
     let unix_api = tokio::spawn(
         axum::serve(unix_listener, unix_app)
             .with_graceful_shutdown(stopped(stop_rx.clone()))
@@ -185,6 +246,7 @@ async fn serve(
     let provider = Arc::new(EngineExports::new(engine));
     let nbd_config = tzero_nbd::ServerConfig {
         max_connections: cfg.max_connections,
+        tls: nbd_tls,
         ..tzero_nbd::ServerConfig::default()
     };
     let nbd_server = tzero_nbd::NbdServer::new(provider, nbd_config);
@@ -194,7 +256,8 @@ async fn serve(
 
     tracing::info!(
         nbd = %cfg.nbd_addr,
-        api = %format!("http://{}", cfg.api_addr),
+        nbd_tls = ?cfg.nbd_tls.mode,
+        api = %format!("{api_scheme}://{}", cfg.api_addr),
         socket = %sock_path.display(),
         pid = std::process::id(),
         "tzero ready"

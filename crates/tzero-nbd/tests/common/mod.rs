@@ -2,6 +2,7 @@
 //! minimal hand-written NBD client for raw-protocol tests.
 #![allow(dead_code)]
 
+pub mod certs;
 mod tools;
 
 #[allow(unused_imports)] // not every test binary drives real clients

@@ -1,5 +1,5 @@
 //! The real client tools the integration tests drive (qemu-io, qemu-img,
-//! nbdinfo, nbdcopy, nbdkit, fio), and what a missing one means: under CI
+//! nbdinfo, nbdcopy, nbdkit, fio, and openssl for test certificates), and what a missing one means: under CI
 //! (`CI=true`, where `.ci/run` installs them all) the test fails, naming the
 //! package to install, since a skipped interoperability test would pass
 //! while proving nothing; elsewhere the test is skipped, loudly.
@@ -24,11 +24,16 @@ fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
 }
 
-/// True if `tool --version` runs. If not: panics under CI; otherwise says
-/// loudly that the test is skipped and returns false.
+/// True if `tool --version` (`openssl version`) runs. If not: panics under
+/// CI; otherwise says loudly that the test is skipped and returns false.
 pub fn have(tool: &str) -> bool {
+    let version = if tool == "openssl" {
+        "version"
+    } else {
+        "--version"
+    };
     let runs = Command::new(tool)
-        .arg("--version")
+        .arg(version)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()

@@ -5,7 +5,7 @@
 
 use std::io::Write;
 
-use crate::client::{parse_api_addr, ClientError};
+use crate::client::{parse_api_url, ClientError};
 use crate::units::parse_size;
 
 /// `println!` that fails (instead of panicking) when stdout is closed, e.g.
@@ -52,9 +52,13 @@ pub(crate) fn size(s: &str) -> Result<u64, String> {
     parse_size(s).map_err(|e| e.to_string())
 }
 
-/// clap's value parser for `--api`.
+/// clap's value parser for `--api`: `host:port` for plain HTTP, kept as
+/// `https://host:port` for TLS.
 pub(crate) fn api_addr(s: &str) -> Result<String, String> {
-    parse_api_addr(s).map_err(|e| e.to_string())
+    match parse_api_url(s).map_err(|e| e.to_string())? {
+        (addr, false) => Ok(addr),
+        (addr, true) => Ok(format!("https://{addr}")),
+    }
 }
 
 /// Prints one failed operation.

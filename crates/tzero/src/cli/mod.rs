@@ -81,8 +81,9 @@ pub struct Global {
     )]
     pub data: PathBuf,
     /// For `serve`: the API's TCP listen address [default: 127.0.0.1:10810].
-    /// For other commands: the daemon's URL (http://HOST:PORT), used instead
-    /// of the unix socket.
+    /// For other commands: the daemon's URL (http://HOST:PORT, or
+    /// https://HOST:PORT when it serves --api-tls-cert), used instead of the
+    /// unix socket.
     #[arg(long, global = true, env = "TZERO_API", value_name = "URL", value_parser = api_addr)]
     pub api: Option<String>,
     /// API token for --api (default: read from DIR/api-token when readable).
@@ -94,6 +95,10 @@ pub struct Global {
         value_name = "TOKEN"
     )]
     pub token: Option<String>,
+    /// For an https:// --api: the CA certificate (PEM) the daemon's
+    /// certificate must chain to [default: the system's CA bundle].
+    #[arg(long, global = true, env = "TZERO_API_CA", value_name = "FILE")]
+    pub api_ca: Option<PathBuf>,
     /// Print JSON (arrays of API objects) instead of tables and messages.
     #[arg(long, global = true)]
     pub json: bool,
@@ -194,6 +199,46 @@ pub struct ServeArgs {
     /// action) is rotated to audit.log.1; four rotated logs are kept.
     #[arg(long, default_value = "64MiB", value_name = "SIZE", value_parser = size)]
     pub audit_max: u64,
+    /// NBD over TLS (NBD_OPT_STARTTLS): `off`, `on` (plaintext clients are
+    /// served too) or `require` (nothing but STARTTLS before TLS). Needs
+    /// --tls-cert and --tls-key, or --tls-psk.
+    #[arg(long, value_enum, default_value_t = TlsMode::Off, value_name = "MODE")]
+    pub tls: TlsMode,
+    /// The NBD server's X.509 certificate chain (PEM, leaf first).
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "tls_key",
+        conflicts_with = "tls_psk"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// With --tls-cert: NBD clients must present a certificate signed by
+    /// this CA (PEM), as qemu's `verify-peer=on`.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Pre-shared keys instead of certificates: a file of USERNAME:HEXKEY
+    /// lines, as nbdkit's --tls-psk and qemu's tls-creds-psk (keys.psk).
+    #[arg(long, value_name = "FILE")]
+    pub tls_psk: Option<PathBuf>,
+    /// Serve the TCP API over HTTPS with this certificate chain (PEM); the
+    /// unix socket stays plain.
+    #[arg(long, value_name = "FILE", requires = "api_tls_key")]
+    pub api_tls_cert: Option<PathBuf>,
+    /// The private key of --api-tls-cert (PEM).
+    #[arg(long, value_name = "FILE", requires = "api_tls_cert")]
+    pub api_tls_key: Option<PathBuf>,
+}
+
+/// `serve --tls`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum TlsMode {
+    #[default]
+    Off,
+    On,
+    Require,
 }
 
 /// Parses the process's command line, including the checks between flags
@@ -254,15 +299,23 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve(args) => {
             crate::serve::run(crate::serve::ServeConfig {
                 data: cli.global.data,
-                api_addr: cli
-                    .global
-                    .api
-                    .unwrap_or_else(|| DEFAULT_API_ADDR.to_owned()),
+                api_addr: cli.global.api.map_or_else(
+                    || DEFAULT_API_ADDR.to_owned(),
+                    |a| a.trim_start_matches("https://").to_owned(),
+                ),
                 nbd_addr: args.nbd,
                 cache_bytes: args.cache,
                 log_format: args.log_format,
                 max_connections: args.max_connections as usize,
                 audit_max_bytes: args.audit_max,
+                nbd_tls: crate::serve::NbdTls {
+                    mode: args.tls,
+                    cert: args.tls_cert,
+                    key: args.tls_key,
+                    client_ca: args.tls_client_ca,
+                    psk: args.tls_psk,
+                },
+                api_tls: args.api_tls_cert.zip(args.api_tls_key),
             })?;
             Ok(ExitCode::SUCCESS)
         }
@@ -283,6 +336,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 fn endpoint(g: &Global) -> Endpoint {
     match &g.api {
         None => Endpoint::Unix(g.data.join("tzero.sock")),
+        Some(url) if url.starts_with("https://") => Endpoint::Https {
+            addr: url.trim_start_matches("https://").to_owned(),
+            token: g.token.clone().or_else(|| read_token_file(&g.data)),
+            ca: g.api_ca.clone(),
+        },
         Some(addr) => Endpoint::Tcp {
             addr: addr.clone(),
             token: g.token.clone().or_else(|| read_token_file(&g.data)),

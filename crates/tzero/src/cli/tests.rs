@@ -83,7 +83,7 @@ fn usage_errors() {
         &["mkfbvol", "--cap", "10GiB"],
         &["mkflash", "a-b"],
         &["rmflash", "a:"],
-        &["lsfbvol", "--api", "https://x:1"],
+        &["lsfbvol", "--api", "ftp://x:1"],
         &["chflash", "a:b"],
         &["resyncflash", "a:b"],
         &["resyncflash", "--record", "a:b"],
@@ -92,6 +92,12 @@ fn usage_errors() {
     ] {
         assert!(parse(args).is_err(), "{args:?}");
     }
+    // https:// is kept as such: the client then speaks TLS.
+    let c = parse(&["lsfbvol", "--api", "HTTPS://x:1/"]).map_err(|e| e.to_string());
+    assert_eq!(
+        c.expect("parses").global.api.as_deref(),
+        Some("https://x:1")
+    );
     // Checked after parsing: --record needs --persist.
     let c = parse(&["mkflash", "--record", "a:b"]).map_err(|e| e.to_string());
     assert!(c.expect("parses").check().is_err());

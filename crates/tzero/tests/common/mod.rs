@@ -31,7 +31,8 @@ pub fn tzero_command() -> Command {
     let mut cmd = Command::new(TZERO);
     cmd.env_remove("TZERO_DATA")
         .env_remove("TZERO_API")
-        .env_remove("TZERO_TOKEN");
+        .env_remove("TZERO_TOKEN")
+        .env_remove("TZERO_API_CA");
     cmd
 }
 
