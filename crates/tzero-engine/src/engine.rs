@@ -202,7 +202,7 @@ impl Engine {
             .topology
             .read()
             .rels()
-            .filter(|r| !r.target_name.starts_with(".sgc-"))
+            .filter(|r| !r.to_backup())
             .map(|r| r.info())
             .collect()
     }

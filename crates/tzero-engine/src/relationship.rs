@@ -167,6 +167,13 @@ impl Rel {
         }
     }
 
+    /// True when the target is a Safeguarded Copy backup (their names start with `.sgc-`,
+    /// which no host-made volume's may): such relationships are the backups' own, hidden from
+    /// listings and FlashCopy verbs.
+    pub fn to_backup(&self) -> bool {
+        self.target_name.starts_with(".sgc-")
+    }
+
     /// Still routes I/O and needs copy-on-write.
     pub fn is_live(&self) -> bool {
         !self.failed.load(Ordering::Acquire) && !self.withdrawn.load(Ordering::Acquire)

@@ -134,7 +134,7 @@ impl Volume {
             created_ms: self.created_ms,
             source_of: topology
                 .source_of(self.id)
-                .filter(|r| !r.target_name.starts_with(".sgc-"))
+                .filter(|r| !r.to_backup())
                 .map(|r| r.target_name.clone())
                 .collect(),
             target_of: topology.target_of(self.id).map(|r| r.source_name.clone()),

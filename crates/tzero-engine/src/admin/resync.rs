@@ -192,7 +192,7 @@ impl Engine {
             .topology
             .read()
             .rels()
-            .filter(|r| r.record.lock().seqnum == seqnum)
+            .filter(|r| !r.to_backup() && r.record.lock().seqnum == seqnum)
             .map(|r| (r.source_name.clone(), r.target_name.clone()))
             .collect();
         if pairs.is_empty() {
