@@ -475,3 +475,34 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_burst_of_change_is_flagged_as_an_anomaly() {
+    let e = open(&Arc::new(MemStorage::new()));
+    setup(&e, 1 << 20);
+    let mut flagged = Vec::new();
+    for round in 0..8u8 {
+        // One track a round, then (round 6) every track: mass encryption.
+        let tracks = if round == 6 { TRACKS } else { 1 };
+        for t in 0..tracks {
+            write_track(&e, t, round + 1);
+        }
+        e.handle("src").unwrap().flush().unwrap();
+        let b = e
+            .take_backups(&["src".to_string()], &BackupOptions::default())
+            .unwrap();
+        flagged.push(b[0].anomaly);
+    }
+    // Backup k reports the change since backup k-1, so the burst written before backup 6
+    // shows there; the first backups have too little history to be judged.
+    assert_eq!(
+        flagged,
+        [false, false, false, false, false, false, true, false],
+        "{:?}",
+        e.backups()
+            .iter()
+            .map(|b| b.changed_tracks)
+            .collect::<Vec<_>>()
+    );
+    assert!(e.backups()[6].anomaly && e.backups()[6].changed_tracks == Some(TRACKS));
+}

@@ -412,3 +412,40 @@ fn kill9_during_scheduled_backups_leaves_every_backup_whole() {
     assert!(points.len() >= 4, "{points:?}");
     check_groups(&points);
 }
+
+#[test]
+fn backups_missed_while_the_daemon_was_down_are_reported_not_run_in_a_burst() {
+    let env = Env::new();
+    let mut d = Daemon::start(&env);
+    setup(&d, &["a"], "64MiB");
+    d.cli_ok(&[
+        "mksgcpolicy",
+        "--every",
+        "1s",
+        "--keep",
+        "100",
+        "--retain",
+        "0s",
+        "pol",
+        "a",
+    ]);
+    std::thread::sleep(Duration::from_millis(2500));
+    d.kill9();
+    let before = d.cli(&["lssgc"]);
+    assert!(!before.status.success(), "the daemon is down");
+    std::thread::sleep(Duration::from_secs(4));
+    d = Daemon::start(&env);
+    let first = backups(&d).len();
+    std::thread::sleep(Duration::from_millis(1500));
+    let policy = d.cli_json(&["lssgcpolicy", "pol"]);
+    let after = backups(&d).len();
+    // About four due times passed while it was down: counted as missed, none taken late...
+    let missed = policy[0]["missed"].as_u64().unwrap();
+    assert!(missed >= 3, "{policy}");
+    // ...and no burst: one backup a second, from the restart on.
+    assert!(
+        after - first <= 2,
+        "{first} then {after} backups: a burst after the restart"
+    );
+    assert!(after > first, "the schedule did not resume: {policy}");
+}
