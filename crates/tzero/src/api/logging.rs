@@ -171,22 +171,24 @@ async fn log_request(State(audited): State<Audited>, mut req: Request, next: Nex
         // written the action stands (it is done), and the log refuses the
         // next ones until it can be reopened.
         let _ = tokio::task::spawn_blocking(move || log.append(&record)).await;
-        span.in_scope(|| tracing::info!(
-            target: "tzero::admin",
-            caller = caller.as_str(),
-            role,
-            method = %method,
-            route = %route,
-            source = param("source"),
-            target = param("target"),
-            name = param("name"),
-            query = some(&query),
-            args = some(&args),
-            status = status.as_u16(),
-            code = some(&code),
-            duration_ms,
-            "admin action"
-        ));
+        span.in_scope(|| {
+            tracing::info!(
+                target: "tzero::admin",
+                caller = caller.as_str(),
+                role,
+                method = %method,
+                route = %route,
+                source = param("source"),
+                target = param("target"),
+                name = param("name"),
+                query = some(&query),
+                args = some(&args),
+                status = status.as_u16(),
+                code = some(&code),
+                duration_ms,
+                "admin action"
+            )
+        });
     } else {
         span.in_scope(|| tracing::debug!(status = status.as_u16(), duration_ms, "request"));
     }
