@@ -68,8 +68,10 @@ impl Inodes {
             .map(|(p, &i)| (p.clone(), i))
             .collect();
         for (old, ino) in moved {
-            let new = to.join(old.strip_prefix(from).unwrap_or(Path::new("")));
-            let new = if old == from { to.to_path_buf() } else { new };
+            let new = match old.strip_prefix(from) {
+                Ok(below) if !below.as_os_str().is_empty() => to.join(below),
+                _ => to.to_path_buf(),
+            };
             self.by_path.remove(&old);
             self.by_path.insert(new.clone(), ino);
             self.by_ino.insert(ino, new);

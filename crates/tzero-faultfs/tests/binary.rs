@@ -1,6 +1,6 @@
 //! The `tzero-faultfs` binary end to end, with plain file operations: everything passes
 //! through to the backing directory (holes, fallocate modes, SEEK_DATA/SEEK_HOLE,
-//! copy_file_range, rename, a unix socket), each kind of fault reaches the caller with its
+//! copy_file_range, renames of files and directories, readdir, a unix socket), each kind of fault reaches the caller with its
 //! errno, a count-limited rule runs out, a delay delays, and SIGTERM unmounts.
 //!
 //! Needs /dev/fuse and root (or `fusermount3`); under `CI=true` a mount failure fails the test.
@@ -132,6 +132,23 @@ fn binary_passes_through_and_injects_faults() {
         std::fs::read(backing.join("copy.img")).expect("renamed"),
         vec![7u8; 4096]
     );
+
+    // A directory renamed keeps what is in it; readdir lists through the mount.
+    std::fs::create_dir(mnt.join("d")).expect("mkdir");
+    std::fs::write(mnt.join("d").join("f"), b"in d").expect("write d/f");
+    std::fs::rename(mnt.join("d"), mnt.join("e")).expect("rename dir");
+    assert_eq!(
+        std::fs::read(mnt.join("e").join("f")).expect("e/f"),
+        b"in d"
+    );
+    let mut names: Vec<String> = std::fs::read_dir(&mnt)
+        .expect("readdir")
+        .map(|e| e.expect("entry").file_name().into_string().expect("utf-8"))
+        .collect();
+    names.sort();
+    assert_eq!(names, ["copy.img", "e", "vol.img"]);
+    std::fs::remove_file(mnt.join("e").join("f")).expect("unlink");
+    std::fs::remove_dir(mnt.join("e")).expect("rmdir");
 
     // A unix socket bound on the mount accepts connections through it.
     let listener = UnixListener::bind(mnt.join("api.sock")).expect("bind");

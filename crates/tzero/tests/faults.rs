@@ -2,8 +2,9 @@
 //! (a pass-through to a backing directory in the test's temporary directory) that fails reads,
 //! writes or fsyncs of chosen files, or slows every fsync, when the test says so.
 //!
-//! - a target write fails (EIO, ENOSPC) during copy-on-write and during the background copy:
-//!   the relationship fails with its reason, the source goes on and loses nothing;
+//! - a target write fails (EIO, ENOSPC) during copy-on-write and during the background copy,
+//!   or the target's fsync fails: the relationship fails with its reason, the source goes on
+//!   and loses nothing;
 //! - the catalog's fsync fails: the daemon poisons itself and refuses I/O, the flush that hit it
 //!   is not acknowledged, and after a restart on a healthy disk every acknowledged write is
 //!   there and the target still reads T0;
@@ -215,11 +216,17 @@ fn assert_not_poisoned(d: &Daemon) {
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum During {
+    /// A host write's copy-on-write writes the target.
     CopyOnWrite,
+    /// The background copy writes the target.
     BackgroundCopy,
+    /// The background copy's data is written, the target's fsync (before its bits are
+    /// committed) fails.
+    TargetSync,
 }
 
-/// Cases (a) and (b): the target's writes fail with `errno` (`strerror` text `says`).
+/// Cases (a) and (b): the target's writes (or its fsync) fail with `errno` (`strerror` text
+/// `says`).
 fn target_write_fault(errno: &str, says: &str, during: During) {
     if !have("qemu-io") {
         return;
@@ -232,7 +239,7 @@ fn target_write_fault(errno: &str, says: &str, during: During) {
     // The background copy: small tracks at 1 MiB/s, so it is mid-way when the disk fails.
     let (cap, track, total) = match during {
         During::CopyOnWrite => ("8MiB", "64KiB", 8),
-        During::BackgroundCopy => ("16MiB", "4KiB", 16),
+        During::BackgroundCopy | During::TargetSync => ("16MiB", "4KiB", 16),
     };
     disk.mkvol(&d, "src", cap, track);
     let tgt_file = disk.mkvol(&d, "tgt", cap, track);
@@ -247,7 +254,7 @@ fn target_write_fault(errno: &str, says: &str, during: During) {
             qemu_io(&d, "src", &["write -P 0x22 0 1M", "flush"]);
             "copy-on-write to target failed"
         }
-        During::BackgroundCopy => {
+        During::BackgroundCopy | During::TargetSync => {
             d.cli_ok(&["mkflash", "--rate", "1MiB", "src:tgt"]);
             let start = Instant::now();
             while rel(&d, "src", "tgt")["out_of_sync_tracks"]
@@ -256,8 +263,13 @@ fn target_write_fault(errno: &str, says: &str, during: During) {
                 assert!(start.elapsed() < WAIT, "no background copy progress");
                 std::thread::sleep(Duration::from_millis(20));
             }
-            disk.send(&format!("fail write {tgt_file} {errno}"));
-            "background copy to target failed"
+            if during == During::TargetSync {
+                disk.send(&format!("fail fsync {tgt_file} {errno}"));
+                "syncing the target failed"
+            } else {
+                disk.send(&format!("fail write {tgt_file} {errno}"));
+                "background copy to target failed"
+            }
         }
     };
     let r = wait_failed(&d, "src", "tgt");
@@ -272,7 +284,7 @@ fn target_write_fault(errno: &str, says: &str, during: During) {
         "lsflash -l shows the reason:\n{long}"
     );
     assert!(disk.hits() > 0, "the fault never fired");
-    if during == During::BackgroundCopy {
+    if during != During::CopyOnWrite {
         qemu_io(&d, "src", &["write -P 0x22 0 1M", "flush"]);
     }
 
@@ -338,6 +350,11 @@ fn eio_on_target_during_background_copy_fails_the_relationship_not_the_source() 
 }
 
 #[test]
+fn eio_on_target_fsync_during_background_copy_fails_the_relationship_not_the_source() {
+    target_write_fault("EIO", "Input/output error", During::TargetSync);
+}
+
+#[test]
 fn enospc_on_target_during_copy_on_write_fails_the_relationship_not_the_source() {
     target_write_fault("ENOSPC", "No space left on device", During::CopyOnWrite);
 }
@@ -379,7 +396,7 @@ fn catalog_fsync_failure_poisons_and_loses_nothing_acknowledged() {
     // The destager (every 20 ms) takes the cached tracks; its commit fails. The flush must not
     // be acknowledged although it finds nothing left to destage (the engine's bug this found:
     // it was, and the write was lost).
-    std::thread::sleep(Duration::from_millis(200));
+    std::thread::sleep(Duration::from_millis(300));
     assert_eq!(
         conn.flush().expect("flush"),
         EIO,
