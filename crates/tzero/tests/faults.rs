@@ -9,6 +9,7 @@
 //!   is not acknowledged, and after a restart on a healthy disk every acknowledged write is
 //!   there and the target still reads T0;
 //! - the source's reads fail: hosts get NBD EIO, never wrong data, and the daemon goes on;
+//! - the audit log's fsync fails: admin actions are refused until the disk heals, I/O goes on;
 //! - every fsync takes 200 ms: flushes, the background copy and admin commands complete, and
 //!   freeze timeouts still release held writes.
 //!
@@ -633,4 +634,68 @@ fn mounted(path: &Path) -> bool {
         .expect("mountinfo")
         .lines()
         .any(|l| l.split(' ').nth(4) == Some(path.to_str().unwrap_or_default()))
+}
+
+/// The audit log's fdatasync fails: the admin action it hit stands, later ones are refused (503
+/// `audit_unavailable`) while the disk fails, host I/O and reads go on, and the refusal lifts
+/// by itself once the disk heals. (It found the daemon reopening the log after the failure
+/// without checking that it could sync, which let every later action through unrecorded.)
+#[test]
+fn audit_log_fsync_failure_refuses_admin_actions_until_the_disk_heals() {
+    if !have("qemu-io") {
+        return;
+    }
+    let env = Env::new();
+    let Some(mut disk) = FaultDisk::mount_or_skip(&env) else {
+        return;
+    };
+    let d = Daemon::start(&env);
+    disk.mkvol(&d, "a", "4MiB", "64KiB");
+    qemu_io(&d, "a", &["write -P 0x11 0 4M", "flush"]);
+
+    disk.send("fail fsync audit.log EIO");
+    // Done before its record failed: it stands.
+    d.cli_ok(&["mkfbvol", "--cap", "1MiB", "b"]);
+    assert!(disk.hits() > 0, "the fault never fired");
+    for _ in 0..2 {
+        let (_, err) = one_line_error(&d.cli(&["mkfbvol", "--cap", "1MiB", "c"]));
+        assert!(
+            err.contains("audit log") && err.contains("cannot be written"),
+            "{err}"
+        );
+    }
+    let names = |d: &Daemon| -> Vec<String> {
+        d.cli_json(&["lsfbvol"])
+            .as_array()
+            .expect("lsfbvol --json is an array")
+            .iter()
+            .filter_map(|v| v["name"].as_str().map(str::to_owned))
+            .collect()
+    };
+    assert_eq!(names(&d), ["a", "b"], "the refused action was not done");
+    qemu_io(
+        &d,
+        "a",
+        &[
+            "write -P 0x22 0 1M",
+            "flush",
+            "read -P 0x22 0 1M",
+            "read -P 0x11 1M 3M",
+        ],
+    );
+    assert_not_poisoned(&d);
+
+    disk.send("clear");
+    d.cli_ok(&["mkfbvol", "--cap", "1MiB", "c"]);
+    let log = std::fs::read_to_string(disk.backing.join("audit.log")).expect("audit.log");
+    assert!(
+        log.lines()
+            .last()
+            .is_some_and(|l| l.contains(r#""name":"c""#) && l.contains(r#""result":"ok""#)),
+        "the healed log records the action:\n{log}"
+    );
+
+    let d = disk.restart_healthy(&env, d);
+    assert_eq!(names(&d), ["a", "b", "c"]);
+    qemu_io(&d, "a", &["read -P 0x22 0 1M", "read -P 0x11 1M 3M"]);
 }
