@@ -3,14 +3,15 @@
 # (qemu-io/qemu-img, nbdinfo/nbdcopy, nbdkit, fio), openssl (the TLS tests' certificates),
 # libssl-dev and pkg-config (the openssl crate), promtool (package prometheus: it checks /metrics)
 # and the tools of the full-disk tests (mkfs.ext4,
-# losetup; those tests mount a tmpfs and a loop ext4, so they need root) when they are missing,
+# losetup; those tests mount a tmpfs and a loop ext4, so they need root) and of the FUSE fault
+# tests (fusermount3, package fuse3; they mount tzero-faultfs under the daemon) when they are missing,
 # then runs every test: cargo's, schemathesis against the API, the web console's browser
 # test (tests/console, headless Chromium) and a 50-kill soak of the daemon (scripts/soak.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
-for pair in qemu-utils:qemu-io qemu-utils:qemu-img libnbd-bin:nbdinfo libnbd-bin:nbdcopy nbdkit:nbdkit fio:fio e2fsprogs:mkfs.ext4 util-linux:losetup socat:socat curl:curl prometheus:promtool openssl:openssl; do
+for pair in qemu-utils:qemu-io qemu-utils:qemu-img libnbd-bin:nbdinfo libnbd-bin:nbdcopy nbdkit:nbdkit fio:fio e2fsprogs:mkfs.ext4 util-linux:losetup socat:socat curl:curl prometheus:promtool openssl:openssl fuse3:fusermount3; do
   command -v "${pair#*:}" >/dev/null 2>&1 || missing+=("${pair%%:*}")
 done
 # The openssl crate (NBD TLS with pre-shared keys) builds against libssl through pkg-config.

@@ -207,6 +207,16 @@ impl VolumeHandle {
         for (name, file) in upstream {
             file.sync().map_err(|e| map_write_err(&name, e))?;
         }
+        self.acknowledge()
+    }
+
+    /// The last check before a flush is acknowledged. A destager batch that had taken some of
+    /// this volume's cached tracks and failed its commit dropped them unwritten; it poisoned the
+    /// engine before releasing their stripes, which our destage then waited for. So a flush that
+    /// passed the first poison check while that batch was in flight sees the poison here, and
+    /// is not acknowledged for data that never reached the disk.
+    fn acknowledge(&self) -> Result<(), IoError> {
+        self.inner.check_poison()?;
         Ok(())
     }
 
@@ -220,7 +230,8 @@ impl VolumeHandle {
             self.inner
                 .destage_range(&topology, &self.vol, first, last)?;
         }
-        self.sync_file()
+        self.sync_file()?;
+        self.acknowledge()
     }
 
     fn sync_file(&self) -> Result<(), IoError> {

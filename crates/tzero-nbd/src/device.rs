@@ -106,8 +106,9 @@ pub trait BlockDevice: Send + Sync + 'static {
 pub trait ExportProvider: Send + Sync + 'static {
     /// Names for `NBD_OPT_LIST`.
     fn list(&self) -> Vec<String>;
-    /// Opens an export; `None` means it does not exist.
-    fn open(&self, name: &str) -> Option<Arc<dyn BlockDevice>>;
+    /// Opens an export; `Err` says why not (it does not exist, or what keeps it from being
+    /// served), and is sent to the client as the option's error message.
+    fn open(&self, name: &str) -> Result<Arc<dyn BlockDevice>, String>;
     /// Optional description for `NBD_INFO_DESCRIPTION`.
     fn describe(&self, name: &str) -> Option<String> {
         let _ = name;

@@ -206,9 +206,10 @@ where
             wire::OPT_EXPORT_NAME => {
                 let name = wire::parse_export_name(&payload)
                     .map_err(|e| ConnError::Protocol(format!("export name: {e}")))?;
-                let Some(device) = provider.open(name) else {
+                let device = match provider.open(name) {
+                    Ok(device) => device,
                     // The spec requires terminating the session here.
-                    return Err(ConnError::Protocol(format!("unknown export {name:?}")));
+                    Err(why) => return Err(ConnError::Protocol(why)),
                 };
                 let neg = finish(&st, name, device);
                 let flags = transmission_flags(neg.caps.read_only, st.structured);
@@ -243,16 +244,17 @@ where
             wire::OPT_INFO | wire::OPT_GO => match wire::parse_info_request(&payload) {
                 Err(e) => invalid(&mut out, h.option, &e.to_string()),
                 Ok(req) => match provider.open(req.name) {
-                    None => {
-                        let msg = format!("unknown export {:?}", req.name);
+                    // The reason (a missing export, or e.g. an engine that refuses all I/O)
+                    // reaches the client's error message.
+                    Err(why) => {
                         wire::encode_option_reply(
                             &mut out,
                             h.option,
                             wire::REP_ERR_UNKNOWN,
-                            msg.as_bytes(),
+                            why.as_bytes(),
                         );
                     }
-                    Some(device) => {
+                    Ok(device) => {
                         let neg = finish(&st, req.name, device);
                         let flags = transmission_flags(neg.caps.read_only, st.structured);
                         let pref = advertised_preferred(neg.device.preferred_block_size());
@@ -368,9 +370,8 @@ fn meta_context(
             return;
         }
     };
-    if provider.open(req.export).is_none() {
-        let msg = format!("unknown export {:?}", req.export);
-        wire::encode_option_reply(out, option, wire::REP_ERR_UNKNOWN, msg.as_bytes());
+    if let Err(why) = provider.open(req.export) {
+        wire::encode_option_reply(out, option, wire::REP_ERR_UNKNOWN, why.as_bytes());
         return;
     }
     if req.queries.iter().any(|q| !q.contains(':')) {

@@ -273,8 +273,10 @@ impl ExportProvider for MemProvider {
             .collect()
     }
 
-    fn open(&self, name: &str) -> Option<Arc<dyn BlockDevice>> {
-        self.device(name).map(|d| d as Arc<dyn BlockDevice>)
+    fn open(&self, name: &str) -> Result<Arc<dyn BlockDevice>, String> {
+        self.device(name)
+            .map(|d| d as Arc<dyn BlockDevice>)
+            .ok_or_else(|| format!("unknown export {name:?}"))
     }
 
     fn describe(&self, name: &str) -> Option<String> {

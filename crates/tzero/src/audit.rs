@@ -66,7 +66,10 @@ impl AuditLog {
         if state.is_some() {
             return Ok(());
         }
-        match open_log(&self.path) {
+        // Opening is not proof enough: a disk that opens files but fails every fsync would
+        // let each action through with a record that is never durable. The reopened log must
+        // sync before actions are accepted again.
+        match open_log(&self.path).and_then(|open| open.file.sync_data().map(|()| open)) {
             Ok(open) => {
                 *state = Some(open);
                 tracing::info!(path = %self.path.display(), "audit log reopened");

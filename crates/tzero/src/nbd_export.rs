@@ -36,7 +36,7 @@ impl ExportProvider for EngineExports {
         self.engine.volumes().into_iter().map(|v| v.name).collect()
     }
 
-    fn open(&self, name: &str) -> Option<Arc<dyn BlockDevice>> {
+    fn open(&self, name: &str) -> Result<Arc<dyn BlockDevice>, String> {
         match self.engine.handle(name) {
             Ok(handle) => {
                 tracing::debug!(volume = name, "NBD export opened");
@@ -47,7 +47,7 @@ impl ExportProvider for EngineExports {
                 let export = handle.open_export(move || {
                     let _ = revoke.send(true);
                 });
-                Some(Arc::new(VolumeDevice {
+                Ok(Arc::new(VolumeDevice {
                     handle,
                     io,
                     _export: export,
@@ -59,7 +59,7 @@ impl ExportProvider for EngineExports {
                     export = name,
                     "NBD client asked for an export we cannot open: {e}"
                 );
-                None
+                Err(e.to_string())
             }
         }
     }

@@ -104,7 +104,32 @@ impl Daemon {
         api_port: u16,
         serve_args: &[&str],
     ) -> Result<Daemon, String> {
-        let data = env.data();
+        Daemon::try_start_in(env, &env.data(), nbd_port, api_port, serve_args)
+    }
+
+    /// Starts a daemon on fresh ports with its data directory at `data` rather than
+    /// `env.data()` (the fault tests restart on the backing directory of their FUSE mount).
+    pub fn start_in(env: &Env, data: &Path) -> Daemon {
+        for attempt in 0..5 {
+            let (nbd, api) = (free_port(), free_port());
+            match Daemon::try_start_in(env, data, nbd, api, &[]) {
+                Ok(d) => return d,
+                Err(log) if attempt < 4 => eprintln!("daemon start failed, retrying:\n{log}"),
+                Err(log) => panic!("daemon did not start:\n{log}"),
+            }
+        }
+        unreachable!()
+    }
+
+    /// [`Daemon::try_start_with`] on the data directory `data`.
+    pub fn try_start_in(
+        env: &Env,
+        data: &Path,
+        nbd_port: u16,
+        api_port: u16,
+        serve_args: &[&str],
+    ) -> Result<Daemon, String> {
+        let data = data.to_path_buf();
         let log = env.path(&format!("daemon-{nbd_port}.log"));
         let log_file = std::fs::OpenOptions::new()
             .create(true)
