@@ -23,11 +23,41 @@ use crate::metrics::{Op, VolumeIo};
 /// Serves every volume of an engine.
 pub struct EngineExports {
     engine: Engine,
+    /// Where a host's attempt at a Safeguarded Copy backup is recorded.
+    audit: Option<Arc<crate::audit::AuditLog>>,
 }
 
 impl EngineExports {
     pub fn new(engine: Engine) -> Self {
-        EngineExports { engine }
+        EngineExports {
+            engine,
+            audit: None,
+        }
+    }
+
+    /// Records in `audit` every host's attempt to open a backup: a refused attempt at an
+    /// immutable copy is an audit event, whichever path it took.
+    pub fn with_audit(mut self, audit: Arc<crate::audit::AuditLog>) -> Self {
+        self.audit = Some(audit);
+        self
+    }
+
+    fn audit_backup_attempt(&self, name: &str, reason: &str) {
+        let Some(audit) = &self.audit else { return };
+        let record = serde_json::json!({
+            "time": jiff::Timestamp::now().to_string(),
+            "caller": "nbd",
+            "role": "host",
+            "action": "NBD open export",
+            "params": { "name": name },
+            "status": 409,
+            "result": "error",
+            "code": "volume_is_backup",
+            "message": reason,
+        });
+        if let Err(e) = audit.append(&record) {
+            tracing::error!(error = %e, "cannot record a refused backup export in the audit log");
+        }
     }
 }
 
@@ -55,6 +85,13 @@ impl ExportProvider for EngineExports {
                 }))
             }
             Err(e) => {
+                if matches!(e, tzero_engine::VolumeError::IsBackup(_)) {
+                    tracing::warn!(
+                        export = name,
+                        "NBD client asked for a Safeguarded Copy backup: refused"
+                    );
+                    self.audit_backup_attempt(name, &e.to_string());
+                }
                 tracing::info!(
                     export = name,
                     "NBD client asked for an export we cannot open: {e}"

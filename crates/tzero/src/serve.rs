@@ -223,8 +223,9 @@ async fn serve(
     let unix_app = logged(
         api::router(engine.clone(), tokens).layer(Extension(policies.clone())),
         Caller::Socket,
-        audit,
+        audit.clone(),
     );
+    let nbd_audit = audit;
     let api_scheme = if api_tls.is_some() { "https" } else { "http" };
     let tcp_api = match api_tls {
         None => tokio::spawn(
@@ -243,7 +244,7 @@ async fn serve(
             .with_graceful_shutdown(stopped(stop_rx.clone()))
             .into_future(),
     );
-    let provider = Arc::new(EngineExports::new(engine));
+    let provider = Arc::new(EngineExports::new(engine).with_audit(nbd_audit));
     let nbd_config = tzero_nbd::ServerConfig {
         max_connections: cfg.max_connections,
         tls: nbd_tls,
