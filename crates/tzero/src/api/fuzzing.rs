@@ -14,6 +14,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::{groups, ApiError, MAX_BODY_BYTES};
+use crate::sgc::types as sgc;
 use crate::api_types::{
     CreatePool, CreateVolume, ErrorCode, Establish, EstablishGroup, Freeze, Resync, Reverse,
     SetRate, TargetInhibit, Unfreeze,
@@ -45,6 +46,13 @@ pub fn request_bodies(data: &[u8]) {
     body::<Resync>(data, |_| {});
     body::<Reverse>(data, |_| {});
     body::<SetRate>(data, |_| {});
+    // Safeguarded Copy.
+    body::<sgc::SetSafeguarded>(data, |_| {});
+    body::<sgc::TakeBackups>(data, |_| {});
+    body::<sgc::SetRetention>(data, |_| {});
+    body::<sgc::Recover>(data, |_| {});
+    body::<sgc::CreatePolicy>(data, |_| {});
+    body::<sgc::ChangePolicy>(data, |_| {});
 }
 
 /// Parses `data` as a `T` body. A refusal must be the client's fault (a 4xx
