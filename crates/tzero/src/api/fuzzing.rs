@@ -14,11 +14,11 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::{groups, ApiError, MAX_BODY_BYTES};
-use crate::sgc::types as sgc;
 use crate::api_types::{
     CreatePool, CreateVolume, ErrorCode, Establish, EstablishGroup, Freeze, Resync, Reverse,
     SetRate, TargetInhibit, Unfreeze,
 };
+use crate::sgc::types as sgc;
 
 /// Feeds `data` to every request body type.
 pub fn request_bodies(data: &[u8]) {

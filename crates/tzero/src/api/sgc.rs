@@ -51,7 +51,8 @@ pub(super) struct DiffQuery {
     params(Name), request_body = SetSafeguarded,
     responses(
         (status = 200, description = "the capacity now", body = SafeguardedCap),
-        (status = 404, description = codes(&[C::VolumeNotFound, C::PoolNotFound]), body = ErrorBody),
+        (status = 400, description = codes(&[C::PoolNotFound]), body = ErrorBody),
+        (status = 404, description = codes(&[C::VolumeNotFound]), body = ErrorBody),
         (status = 409, description = codes(&[C::PoolTooSmall, C::SafeguardedInUse]), body = ErrorBody),
         (status = 507, description = codes(&[C::NoSpace]), body = ErrorBody),
         EngineFailure,
