@@ -66,7 +66,16 @@ pub(super) async fn set_capacity(
     let Json(req) = body?;
     let mut infos =
         blocking(move || engine.set_safeguarded_capacity(&[name], req.capacity_bytes, &req.pool))
-            .await?;
+            .await
+            .map_err(|e| {
+                // The path names the volume: a pool the body names that does not exist is a
+                // bad request, not a missing resource (a 404 would say the volume is gone).
+                if e.code == C::PoolNotFound {
+                    ApiError::new(StatusCode::BAD_REQUEST, e.code, e.message)
+                } else {
+                    e
+                }
+            })?;
     match infos.pop() {
         Some(info) => Ok(Json(info.into())),
         // Capacity 0: none left to show.
