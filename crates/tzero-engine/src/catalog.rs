@@ -208,6 +208,37 @@ pub struct RelRecord {
 }
 
 impl RelRecord {
+    /// A relationship made now (`now` ms) with `opts`: active, nothing copied, its point in
+    /// time ordered by its own id.
+    pub fn established(
+        id: u64,
+        source: u64,
+        target: u64,
+        opts: &crate::relationship::FlashOptions,
+        now: u64,
+    ) -> Self {
+        RelRecord {
+            id,
+            source,
+            target,
+            background_copy: opts.background_copy,
+            persistent: opts.persistent,
+            copy_rate: opts.copy_rate,
+            state: RelState::Active,
+            created_ms: now,
+            synced_ms: now,
+            failure: None,
+            recording: opts.recording,
+            withdraw_on_complete: false,
+            target_inhibit: opts.target_inhibit,
+            seqnum: opts.seqnum,
+            revertible: false,
+            revert_pending: false,
+            previous_synced_ms: 0,
+            t0_seq: id,
+        }
+    }
+
     /// The file holding the target tracks a revertible resync replaced.
     pub fn undo_file_name(&self) -> String {
         format!("undo-{:016x}.img", self.id)

@@ -6,7 +6,7 @@
 //! unallocated.
 
 use super::reads_through;
-use crate::catalog::{RelRecord, RelState};
+use crate::catalog::RelRecord;
 use crate::engine::Engine;
 use crate::error::{FlashError, Refusal};
 use crate::graph::Edge;
@@ -110,26 +110,7 @@ impl Engine {
         let mut rels = Vec::new();
         for (src, tgt) in &volumes {
             let id = change.next_id()?;
-            let record = RelRecord {
-                id,
-                source: src.id,
-                target: tgt.id,
-                background_copy: opts.background_copy,
-                persistent: opts.persistent,
-                copy_rate: opts.copy_rate,
-                state: RelState::Active,
-                created_ms: now,
-                synced_ms: now,
-                failure: None,
-                recording: opts.recording,
-                withdraw_on_complete: false,
-                target_inhibit: opts.target_inhibit,
-                seqnum: opts.seqnum,
-                revertible: false,
-                revert_pending: false,
-                previous_synced_ms: 0,
-                t0_seq: id,
-            };
+            let record = RelRecord::established(id, src.id, tgt.id, &opts, now);
             let mut tgt_record = tgt.record();
             tgt_record.contents_undefined = false;
             change.put_rel(&record)?;

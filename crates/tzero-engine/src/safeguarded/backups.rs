@@ -2,7 +2,7 @@
 
 use super::capacity::backup_usage;
 use super::{is_anomaly, DEFAULT_ANOMALY_FACTOR};
-use crate::catalog::{BackupRecord, Provisioning, RelRecord, RelState, VolumeRecord};
+use crate::catalog::{BackupRecord, Provisioning, RelRecord, VolumeRecord};
 use crate::engine::Engine;
 use crate::error::SgcError;
 use crate::relationship::{now_ms, Rel};
@@ -191,41 +191,20 @@ impl Engine {
                 }),
                 safeguarded: None,
             };
-            let file = (|| {
-                let raw = inner.storage.open(&record.file_name(), true)?;
-                raw.set_len(0)?;
-                raw.set_len(record.capacity)?;
-                raw.sync()?;
-                Ok::<_, std::io::Error>(raw)
-            })();
-            let file = match file {
+            let file = match super::new_volume_file(&*inner.storage, &record) {
                 Ok(f) => f,
                 Err(e) => {
-                    let _ = inner.storage.remove(&record.file_name());
                     cleanup(&made);
                     return Err(SgcError::Storage(e));
                 }
             };
-            let rel = RelRecord {
-                id: rel_id,
-                source: vol.id,
-                target: id,
-                background_copy: false,
+            // NOCOPY, persistent, and no host may write it.
+            let backup_opts = crate::relationship::FlashOptions {
                 persistent: true,
-                copy_rate: 0,
-                state: RelState::Active,
-                created_ms: now,
-                synced_ms: now,
-                failure: None,
-                recording: false,
-                withdraw_on_complete: false,
                 target_inhibit: true,
-                seqnum: 0,
-                revertible: false,
-                revert_pending: false,
-                previous_synced_ms: 0,
-                t0_seq: rel_id,
+                ..Default::default()
             };
+            let rel = RelRecord::established(rel_id, vol.id, id, &backup_opts, now);
             let put = change
                 .put_volume(&record)
                 .and_then(|()| change.put_rel(&rel));

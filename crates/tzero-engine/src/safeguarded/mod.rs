@@ -73,6 +73,25 @@ impl Engine {
     }
 }
 
+/// A new volume file for `record`: empty, sized, synced before the commit that makes it known
+/// (a stray one, left by a crash before that commit, is overwritten by the next user of its id).
+pub(crate) fn new_volume_file(
+    storage: &dyn crate::storage::Storage,
+    record: &VolumeRecord,
+) -> std::io::Result<Arc<dyn crate::storage::BlockFile>> {
+    let created = (|| {
+        let raw = storage.open(&record.file_name(), true)?;
+        raw.set_len(0)?;
+        raw.set_len(record.capacity)?;
+        raw.sync()?;
+        Ok(raw)
+    })();
+    if created.is_err() {
+        let _ = storage.remove(&record.file_name());
+    }
+    created
+}
+
 /// The tracks whose data changed on `source` since `from`'s T0 (and, with `to`, before `to`'s):
 /// the union of the copied bits of the backups from `from` up to, not including, `to`.
 pub(crate) fn changed_since(

@@ -2,7 +2,7 @@
 //! once), or onto its own source (a roll-back); and the changed extents between two backups.
 
 use super::changed_since;
-use crate::catalog::{Provisioning, RelRecord, RelState, VolumeRecord};
+use crate::catalog::{Provisioning, RelRecord, VolumeRecord};
 use crate::engine::Engine;
 use crate::error::{FlashError, SgcError, VolumeError};
 use crate::graph::Edge;
@@ -80,37 +80,13 @@ impl Engine {
             .graph()
             .check_establish(&[edge], &|r| topology.reads_through(r), &*topology)
             .map_err(FlashError::from)?;
-        let file = (|| {
-            let raw = inner.storage.open(&record.file_name(), true)?;
-            raw.set_len(0)?;
-            raw.set_len(record.capacity)?;
-            raw.sync()?;
-            Ok::<_, std::io::Error>(raw)
-        })()
-        .map_err(|e| {
-            let _ = inner.storage.remove(&record.file_name());
-            SgcError::Storage(e)
-        })?;
-        let rel = RelRecord {
-            id: rel_id,
-            source: backup.id,
-            target: record.id,
-            background_copy: opts.background_copy,
-            persistent: opts.persistent,
-            copy_rate: opts.copy_rate,
-            state: RelState::Active,
-            created_ms: now,
-            synced_ms: now,
-            failure: None,
+        let file = super::new_volume_file(&*inner.storage, &record).map_err(SgcError::Storage)?;
+        let opts = FlashOptions {
             recording: false,
-            withdraw_on_complete: false,
             target_inhibit: false,
-            seqnum: opts.seqnum,
-            revertible: false,
-            revert_pending: false,
-            previous_synced_ms: 0,
-            t0_seq: rel_id,
+            ..opts
         };
+        let rel = RelRecord::established(rel_id, backup.id, record.id, &opts, now);
         let committed = change
             .put_volume(&record)
             .and_then(|()| change.put_rel(&rel))
