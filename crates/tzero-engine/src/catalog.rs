@@ -30,6 +30,8 @@ use std::sync::Arc;
 
 pub const FORMAT_VERSION: u64 = 1;
 pub const CATALOG_FILE: &str = "catalog.redb";
+/// How every backup's hidden volume name starts ([`VolumeRecord::backup_name`]).
+pub const BACKUP_PREFIX: &str = ".sgc-";
 
 /// The control bitmap: track on the target.
 pub const KIND_COPIED: u64 = 0;
@@ -149,7 +151,7 @@ impl VolumeRecord {
     /// The name of a backup's hidden volume: it starts with '.', which no host-made volume
     /// name may, so the two never collide.
     pub fn backup_name(id: u64) -> String {
-        format!(".sgc-{id}")
+        format!("{BACKUP_PREFIX}{id}")
     }
 }
 

@@ -169,11 +169,9 @@ impl Engine {
             threads: Arc::default(),
         };
         // Before any thread runs: an expiry a crash interrupted is finished first.
-        engine.remove_orphan_backups().map_err(|e| {
-            OpenError::Catalog(crate::error::CatalogError::Database(Box::new(
-                std::io::Error::other(e.to_string()),
-            )))
-        })?;
+        engine
+            .remove_orphan_backups()
+            .map_err(|e| OpenError::Backups(Box::new(e)))?;
         if config.background {
             *engine.threads.lock() = crate::threads::spawn(&inner)?;
         }

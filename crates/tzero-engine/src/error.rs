@@ -371,6 +371,9 @@ pub enum OpenError {
     },
     #[error(transparent)]
     Catalog(#[from] CatalogError),
+    /// A backup whose expiry a crash interrupted could not be removed.
+    #[error("cannot finish an interrupted Safeguarded Copy expiry")]
+    Backups(#[source] Box<SgcError>),
     #[error("cannot open volume file of {name:?}")]
     VolumeFile {
         name: String,

@@ -103,7 +103,7 @@ impl Engine {
 fn pool_volumes(topology: &Topology, pool: &Arc<Pool>) -> usize {
     topology
         .volumes()
-        .filter(|v| v.pool.as_ref().is_some_and(|p| Arc::ptr_eq(p, pool)) && !v.is_backup())
+        .filter(|v| v.pool.as_ref().is_some_and(|p| Arc::ptr_eq(p, pool)))
         .count()
 }
 

@@ -171,7 +171,7 @@ impl Rel {
     /// which no host-made volume's may): such relationships are the backups' own, hidden from
     /// listings and FlashCopy verbs.
     pub fn to_backup(&self) -> bool {
-        self.target_name.starts_with(".sgc-")
+        self.target_name.starts_with(crate::catalog::BACKUP_PREFIX)
     }
 
     /// Still routes I/O and needs copy-on-write.

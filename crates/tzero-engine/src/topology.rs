@@ -71,6 +71,11 @@ impl Topology {
         self.names.values().map(|id| &self.volumes[id])
     }
 
+    /// The extent pool with catalog id `id`.
+    pub fn pool_by_id(&self, id: u64) -> Option<&Arc<Pool>> {
+        self.pools.values().find(|p| p.id == id)
+    }
+
     /// The backups of `source` (the relationships to them), oldest first.
     pub fn backups_of(&self, source: VolId) -> impl Iterator<Item = &Arc<Rel>> {
         self.source_of(source)

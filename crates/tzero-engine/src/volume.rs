@@ -41,6 +41,8 @@ pub(crate) struct Volume {
     pub exports: Arc<crate::exports::Exports>,
     /// Set when the volume is a Safeguarded Copy backup (retention may change).
     pub backup: Mutex<Option<BackupRecord>>,
+    /// A backup stays one for life: known without the lock.
+    is_backup: bool,
     /// The safeguarded capacity of a source.
     pub safeguarded: Mutex<Option<SafeguardedRecord>>,
 }
@@ -93,13 +95,14 @@ impl Volume {
             thawed: parking_lot::Condvar::new(),
             exports: Arc::default(),
             backup: Mutex::new(record.backup.clone()),
+            is_backup: record.backup.is_some(),
             safeguarded: Mutex::new(record.safeguarded),
         }
     }
 
     /// True for a Safeguarded Copy backup's hidden volume.
     pub fn is_backup(&self) -> bool {
-        self.backup.lock().is_some()
+        self.is_backup
     }
 
     /// Waits while a freeze holds writes. The hold ends at `unfreeze` or at its deadline, when

@@ -293,13 +293,7 @@ impl Engine {
         }
         vol.exports.revoke_all();
         if let Some(cap) = *vol.safeguarded.lock() {
-            if let Some(p) = inner
-                .topology
-                .read()
-                .pools
-                .values()
-                .find(|p| p.id == cap.pool)
-            {
+            if let Some(p) = inner.topology.read().pool_by_id(cap.pool) {
                 p.release(cap.capacity);
             }
         }

@@ -25,9 +25,7 @@ pub struct SafeguardedInfo {
 pub(crate) fn safeguarded_info(topology: &Topology, vol: &Volume) -> Option<SafeguardedInfo> {
     let record = (*vol.safeguarded.lock())?;
     let pool = topology
-        .pools
-        .values()
-        .find(|p| p.id == record.pool)
+        .pool_by_id(record.pool)
         .map_or_else(|| format!("#{}", record.pool), |p| p.name.clone());
     let (used, backups) = backup_usage(topology, vol);
     Some(SafeguardedInfo {
@@ -150,7 +148,7 @@ impl Engine {
                 } else {
                     o.capacity.saturating_sub(capacity)
                 };
-                if let Some(p) = topology.pools.values().find(|p| p.id == o.pool) {
+                if let Some(p) = topology.pool_by_id(o.pool) {
                     p.release(back);
                 }
             }
