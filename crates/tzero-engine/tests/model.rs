@@ -15,6 +15,7 @@ use proptest::prelude::*;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use tzero_engine::storage::mem::MemStorage;
+use tzero_engine::storage::Storage;
 use tzero_engine::{
     Engine, EngineConfig, FlashError, FlashOptions, FlashState, IoError, Refusal, VolumeOptions,
 };
@@ -235,8 +236,27 @@ struct Model {
     failed: std::collections::BTreeSet<usize>,
 }
 
+/// Where the harness keeps its bytes.
+enum Backing {
+    /// The power-cut memory model: crashes drop unsynced pages.
+    Mem(Arc<MemStorage>),
+    /// A real Ceph pool (`TZERO_CEPH_CONF`): a crash drops the engine without a shutdown, as a
+    /// `kill -9` would; power cuts inside an operation cannot be armed, so those steps run
+    /// whole.
+    Ceph(Arc<dyn Storage>),
+}
+
+impl Backing {
+    fn storage(&self) -> Arc<dyn Storage> {
+        match self {
+            Backing::Mem(m) => m.clone(),
+            Backing::Ceph(c) => c.clone(),
+        }
+    }
+}
+
 struct Harness {
-    storage: Arc<MemStorage>,
+    backing: Backing,
     engine: Option<Engine>,
     model: Model,
 }
@@ -253,9 +273,8 @@ fn config() -> EngineConfig {
 }
 
 impl Harness {
-    fn new() -> Self {
-        let storage = Arc::new(MemStorage::new());
-        let engine = Engine::open(storage.clone(), config()).expect("open");
+    fn new(backing: Backing) -> Self {
+        let engine = Engine::open(backing.storage(), config()).expect("open");
         // The last volume is space-efficient in a pool smaller than itself, so copies onto it
         // and writes to it can run out of space.
         engine
@@ -275,7 +294,7 @@ impl Harness {
                 .expect("create");
         }
         Harness {
-            storage,
+            backing,
             engine: Some(engine),
             model: Model {
                 vols: (0..VOLUMES).map(|_| VolModel::new()).collect(),
@@ -932,7 +951,7 @@ impl Harness {
                     Err(e) => panic!("shutdown: {e}"),
                 }
                 drop(engine);
-                self.engine = Some(Engine::open(self.storage.clone(), config()).expect("reopen"));
+                self.engine = Some(Engine::open(self.backing.storage(), config()).expect("reopen"));
                 for m in &mut self.model.vols {
                     m.make_durable();
                     m.undefined = false;
@@ -941,6 +960,9 @@ impl Harness {
             }
             Op::Crash { seed } => {
                 self.crash(*seed, None);
+            }
+            Op::CutDuring { inner, .. } if matches!(self.backing, Backing::Ceph(_)) => {
+                self.apply(inner)
             }
             Op::CutDuring { ops, seed, inner } => self.cut_during(*ops, *seed, inner),
         }
@@ -968,7 +990,10 @@ impl Harness {
             }
             _ => {}
         }
-        self.storage.arm(ops);
+        let Backing::Mem(storage) = &self.backing else {
+            unreachable!("power cuts are armed on the memory model only")
+        };
+        storage.arm(ops);
         let engine = self.engine().clone();
         let outcome = match op {
             Op::Write {
@@ -1040,7 +1065,7 @@ impl Harness {
             Op::Read { .. } => true,
             // Ops not worth cutting run without a cut.
             other => {
-                self.storage.arm(-1);
+                storage.arm(-1);
                 drop(engine);
                 self.apply(other);
                 return;
@@ -1069,14 +1094,16 @@ impl Harness {
     fn crash(&mut self, seed: u64, during: Option<(&Op, Model)>) {
         drop(self.engine.take());
         // Which unsynced pages survive depends only on (seed, file, page), so a failing case
-        // replays exactly.
-        self.storage.power_cut(&mut |file, page| {
-            let mut h = std::hash::DefaultHasher::new();
-            std::hash::Hash::hash(&(seed, file, page), &mut h);
-            std::hash::Hasher::finish(&h).is_multiple_of(2)
-        });
+        // replays exactly. On Ceph every acknowledged write is on the OSDs: all survive.
+        if let Backing::Mem(storage) = &self.backing {
+            storage.power_cut(&mut |file, page| {
+                let mut h = std::hash::DefaultHasher::new();
+                std::hash::Hash::hash(&(seed, file, page), &mut h);
+                std::hash::Hasher::finish(&h).is_multiple_of(2)
+            });
+        }
         self.engine =
-            Some(Engine::open(self.storage.clone(), config()).expect("reopen after power cut"));
+            Some(Engine::open(self.backing.storage(), config()).expect("reopen after power cut"));
         let live = self.live_rels();
         // An establish or withdraw cut by the power either happened durably or not at all.
         if let Some((op, before)) = during {
@@ -1221,7 +1248,11 @@ impl Harness {
 }
 
 fn run(ops: &[Op]) {
-    let mut h = Harness::new();
+    run_on(Backing::Mem(Arc::new(MemStorage::new())), ops);
+}
+
+fn run_on(backing: Backing, ops: &[Op]) {
+    let mut h = Harness::new(backing);
     let check_each = std::env::var("TZERO_MODEL_CHECK_EACH").is_ok();
     for (i, op) in ops.iter().enumerate() {
         h.apply(op);
@@ -1326,5 +1357,56 @@ proptest! {
         }
         all.extend(tail);
         run(&all);
+    }
+}
+
+/// The Ceph pool of `TZERO_CEPH_CONF` (and `TZERO_CEPH_POOL`, default `tzero`), connected once.
+fn ceph_pool() -> Option<Arc<tzero_rados::Pool>> {
+    static POOL: std::sync::OnceLock<Option<Arc<tzero_rados::Pool>>> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| {
+        let Some(conf) = std::env::var_os("TZERO_CEPH_CONF") else {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "CI=true but TZERO_CEPH_CONF is not set: scripts/test.sh starts a Ceph cluster for these tests"
+            );
+            eprintln!("skipped: TZERO_CEPH_CONF is not set (scripts/test.sh starts a cluster)");
+            return None;
+        };
+        let pool = std::env::var("TZERO_CEPH_POOL").unwrap_or_else(|_| "tzero".into());
+        let cluster = tzero_rados::Cluster::connect(
+            std::path::Path::new(&conf),
+            None,
+            tzero_engine::storage::rbd::CLIENT_OPTIONS,
+        )
+        .expect("connect to the Ceph cluster of TZERO_CEPH_CONF");
+        Some(cluster.pool(&pool).expect("open the Ceph pool"))
+    })
+    .clone()
+}
+
+/// A fresh namespace of the Ceph pool for one case.
+fn ceph_backing(pool: &Arc<tzero_rados::Pool>) -> Backing {
+    static CASE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = CASE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let options = tzero_engine::storage::rbd::RbdOptions {
+        prefix: format!("model-{}-{n}.", std::process::id()),
+        ..Default::default()
+    };
+    Backing::Ceph(Arc::new(tzero_engine::storage::rbd::RbdStorage::new(
+        pool.clone(),
+        options,
+    )))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases(12), max_shrink_iters: 50, ..ProptestConfig::default() })]
+
+    /// The same model over the Ceph backend (RBD images for the volumes and the catalog), with
+    /// restarts and crashes (the engine dropped without a shutdown) between steps.
+    #[test]
+    fn model_matches_engine_on_ceph(ops in prop::collection::vec(any_op(), 1..40)) {
+        if let Some(pool) = ceph_pool() {
+            run_on(ceph_backing(&pool), &ops);
+        }
     }
 }

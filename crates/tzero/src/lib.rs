@@ -13,6 +13,7 @@ pub mod api_types;
 pub mod audit;
 pub mod cli;
 pub mod client;
+pub mod cluster;
 pub mod metrics;
 pub mod nbd_export;
 pub mod output;

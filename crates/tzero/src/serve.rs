@@ -58,6 +58,82 @@ pub struct ServeConfig {
     pub nbd_tls: NbdTls,
     /// Certificate chain and key of the TCP API's HTTPS; plain HTTP if `None`.
     pub api_tls: Option<(PathBuf, PathBuf)>,
+    /// Where the engine keeps volumes and the catalog.
+    pub backend: Backend,
+}
+
+/// `serve --backend`.
+#[derive(Debug, Clone, Default)]
+pub enum Backend {
+    /// Sparse files and `catalog.redb` in the data directory.
+    #[default]
+    File,
+    /// RBD images (volumes and the catalog) in a Ceph pool.
+    Ceph {
+        conf: PathBuf,
+        pool: String,
+        prefix: String,
+        /// This node's name in the owner record (default: `tzero@NBD_ADDR`).
+        node: Option<String>,
+        /// How long the pool lease lasts unrenewed (see `crate::cluster`).
+        lease: Duration,
+    },
+}
+
+impl Backend {
+    /// Opens the engine on this backend. On Ceph this first waits to own the pool (serving as
+    /// a standby meanwhile) and fences the previous owner; the lease is returned with the
+    /// engine, kept alive by its threads until the process ends.
+    fn open_engine(
+        &self,
+        cfg: &ServeConfig,
+        engine_cfg: EngineConfig,
+        rt: &tokio::runtime::Runtime,
+    ) -> anyhow::Result<(Engine, Option<Arc<crate::cluster::Lease>>)> {
+        match self {
+            Backend::File => Engine::open_dir(&cfg.data, engine_cfg)
+                .map(|e| (e, None))
+                .with_context(|| format!("cannot open the engine in {}", cfg.data.display())),
+            Backend::Ceph {
+                conf,
+                pool,
+                prefix,
+                node,
+                lease,
+            } => {
+                use tzero_engine::storage::rbd::{RbdOptions, RbdStorage, CLIENT_OPTIONS};
+                let cluster = tzero_rados::Cluster::connect(conf, None, CLIENT_OPTIONS)
+                    .with_context(|| {
+                        format!("cannot connect to the Ceph cluster of {}", conf.display())
+                    })?;
+                let rados_pool = cluster
+                    .pool(pool)
+                    .with_context(|| format!("cannot open Ceph pool {pool:?}"))?;
+                let cluster_cfg = crate::cluster::ClusterConfig {
+                    node: node
+                        .clone()
+                        .unwrap_or_else(|| format!("tzero@{}", cfg.nbd_addr)),
+                    prefix: prefix.clone(),
+                    nbd_addr: cfg.nbd_addr.clone(),
+                    api_addr: cfg.api_addr.clone(),
+                    lease: *lease,
+                };
+                let held = crate::cluster::become_owner(&cluster_cfg, &rados_pool, rt)?;
+                let options = RbdOptions {
+                    prefix: prefix.clone(),
+                    // We hold the lease and have fenced the previous owner: its image locks
+                    // are stale.
+                    break_locks: true,
+                    ..Default::default()
+                };
+                let storage = RbdStorage::new(rados_pool, options);
+                tracing::info!(pool, conf = %conf.display(), "backend: ceph (RBD images)");
+                let engine = Engine::open(Arc::new(storage), engine_cfg)
+                    .with_context(|| format!("cannot open the engine on Ceph pool {pool:?}"))?;
+                Ok((engine, Some(held)))
+            }
+        }
+    }
 }
 
 /// `serve --tls MODE` and its credentials, checked by [`NbdTls::load`].
@@ -131,14 +207,12 @@ pub fn run(cfg: ServeConfig) -> anyhow::Result<()> {
     if let Some(bytes) = cfg.cache_bytes {
         engine_cfg.cache_bytes = bytes;
     }
-    let engine = Engine::open_dir(&cfg.data, engine_cfg)
-        .with_context(|| format!("cannot open the engine in {}", cfg.data.display()))?;
-
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("tzero")
         .build()
         .context("cannot start the async runtime")?;
+    let (engine, lease) = cfg.backend.open_engine(&cfg, engine_cfg, &rt)?;
     let served = rt.block_on(serve(&cfg, engine.clone(), tokens, audit, nbd_tls, api_tls));
     // Let any blocking engine calls still queued finish before the engine stops.
     rt.shutdown_timeout(DRAIN_TIMEOUT);
@@ -149,6 +223,10 @@ pub fn run(cfg: ServeConfig) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!(api::error_chain(&e)))
         .context("engine shutdown failed");
     let _ = std::fs::remove_file(cfg.data.join("tzero.sock"));
+    // Only after the engine has destaged and synced: a standby may take over at once.
+    if let (Some(lease), Ok(())) = (&lease, &stopped) {
+        lease.release();
+    }
     served?;
     stopped?;
     tracing::info!("tzero stopped cleanly");

@@ -5,11 +5,13 @@
 //! data directory, copied with `copy_file_range`. [`mem::MemStorage`] keeps pages in memory and
 //! models a power cut: every write not yet synced can be dropped, and the "power" can be cut after
 //! a chosen number of mutating operations. It exists for model and crash tests only.
+//! [`rbd::RbdStorage`] keeps every file as an RBD image in a Ceph pool (`serve --backend ceph`).
 
 pub mod file;
 pub mod fs_limits;
 #[cfg(any(test, feature = "test-util"))]
 pub mod mem;
+pub mod rbd;
 #[cfg(any(test, feature = "test-util"))]
 pub mod scratch;
 

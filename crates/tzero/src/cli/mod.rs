@@ -230,6 +230,55 @@ pub struct ServeArgs {
     /// The private key of --api-tls-cert (PEM).
     #[arg(long, value_name = "FILE", requires = "api_tls_cert")]
     pub api_tls_key: Option<PathBuf>,
+    /// Where volumes, their copies and the catalog live: `file` (sparse files
+    /// in DIR) or `ceph` (RBD images in --pool of the cluster in --ceph-conf;
+    /// DIR then keeps only the tokens, the audit log and the socket).
+    #[arg(long, value_enum, default_value_t = BackendKind::File, value_name = "KIND")]
+    pub backend: BackendKind,
+    /// With --backend ceph: the cluster's ceph.conf.
+    #[arg(long, value_name = "FILE", default_value = "/etc/ceph/ceph.conf")]
+    pub ceph_conf: PathBuf,
+    /// With --backend ceph: the RADOS pool (RBD-enabled) of the images.
+    #[arg(long, value_name = "NAME", default_value = "tzero")]
+    pub pool: String,
+    /// With --backend ceph: prepended to every image and object name, so that
+    /// several tzero sites can share a pool.
+    #[arg(long, value_name = "PREFIX", default_value = "tzero.")]
+    pub ceph_prefix: String,
+    /// With --backend ceph: this node's name among the nodes sharing the pool
+    /// (default `tzero@NBD_ADDR`).
+    #[arg(long, value_name = "NAME")]
+    pub node: Option<String>,
+    /// With --backend ceph: how long the pool's owner lease lasts without
+    /// renewal; a standby takes over this long after the owner stops.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = lease_duration)]
+    pub lease: std::time::Duration,
+}
+
+/// `--lease`: `5s`, `1500ms`, between 1 s and 10 min.
+fn lease_duration(s: &str) -> Result<std::time::Duration, String> {
+    let (number, unit) = match s.strip_suffix("ms") {
+        Some(n) => (n, 1u64),
+        None => (s.strip_suffix('s').unwrap_or(s), 1000),
+    };
+    let ms = number
+        .trim()
+        .parse::<u64>()
+        .map_err(|_| format!("{s:?} is not a duration like 5s or 1500ms"))?
+        .checked_mul(unit)
+        .ok_or_else(|| format!("{s:?} is too long"))?;
+    if !(1000..=600_000).contains(&ms) {
+        return Err(format!("{s:?}: a lease lasts between 1s and 600s"));
+    }
+    Ok(std::time::Duration::from_millis(ms))
+}
+
+/// `serve --backend`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackendKind {
+    #[default]
+    File,
+    Ceph,
 }
 
 /// `serve --tls`.
@@ -316,6 +365,16 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     psk: args.tls_psk,
                 },
                 api_tls: args.api_tls_cert.zip(args.api_tls_key),
+                backend: match args.backend {
+                    BackendKind::File => crate::serve::Backend::File,
+                    BackendKind::Ceph => crate::serve::Backend::Ceph {
+                        conf: args.ceph_conf,
+                        pool: args.pool,
+                        prefix: args.ceph_prefix,
+                        node: args.node,
+                        lease: args.lease,
+                    },
+                },
             })?;
             Ok(ExitCode::SUCCESS)
         }
