@@ -7,11 +7,14 @@
 # tests (fusermount3, package fuse3; they mount tzero-faultfs under the daemon) when they are missing,
 # then runs every test: cargo's, schemathesis against the API, the web console's browser
 # test (tests/console, headless Chromium) and a 50-kill soak of the daemon (scripts/soak.sh).
+# The Ceph backend's tests (crates/tzero/tests/ceph.rs, the engine model over RBD) run against a
+# real cluster that this script starts (scripts/ceph-cluster.sh: 3 monitors, 3 BlueStore OSDs on
+# sparse files) and stops at exit; it installs ceph-mon, ceph-osd, ceph-common and librbd1 too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
-for pair in qemu-utils:qemu-io qemu-utils:qemu-img libnbd-bin:nbdinfo libnbd-bin:nbdcopy nbdkit:nbdkit fio:fio e2fsprogs:mkfs.ext4 util-linux:losetup socat:socat curl:curl prometheus:promtool openssl:openssl fuse3:fusermount3; do
+for pair in ceph-mon:ceph-mon ceph-osd:ceph-osd ceph-common:rbd uuid-runtime:uuidgen qemu-utils:qemu-io qemu-utils:qemu-img libnbd-bin:nbdinfo libnbd-bin:nbdcopy nbdkit:nbdkit fio:fio e2fsprogs:mkfs.ext4 util-linux:losetup socat:socat curl:curl prometheus:promtool openssl:openssl fuse3:fusermount3; do
   command -v "${pair#*:}" >/dev/null 2>&1 || missing+=("${pair%%:*}")
 done
 # The openssl crate (NBD TLS with pre-shared keys) builds against libssl through pkg-config.
@@ -29,6 +32,14 @@ fi
 if ! command -v schemathesis >/dev/null 2>&1; then
   echo "installing: schemathesis (pip)"
   python3 -m pip install -q "schemathesis==4.32.5"
+fi
+
+# A Ceph cluster for the Ceph backend's tests, unless the caller gave one (TZERO_CEPH_CONF).
+if [ -z "${TZERO_CEPH_CONF:-}" ]; then
+  ceph_dir=$(mktemp -d /tmp/tzero-ceph.XXXXXX)
+  trap 'scripts/ceph-cluster.sh stop "$ceph_dir" --purge' EXIT
+  scripts/ceph-cluster.sh start "$ceph_dir"
+  export TZERO_CEPH_CONF="$ceph_dir/ceph.conf" TZERO_CEPH_DIR="$ceph_dir"
 fi
 
 cargo test --workspace --release "$@"

@@ -118,18 +118,25 @@ impl Backend {
                     api_addr: cfg.api_addr.clone(),
                     lease: *lease,
                 };
-                let held = crate::cluster::become_owner(&cluster_cfg, &rados_pool, rt)?;
+                let (held, previous) = crate::cluster::become_owner(&cluster_cfg, &rados_pool, rt)?;
                 let options = RbdOptions {
                     prefix: prefix.clone(),
                     // We hold the lease and have fenced the previous owner: its image locks
                     // are stale.
                     break_locks: true,
+                    fenced: previous.map(|p| p.addrs).into_iter().collect(),
                     ..Default::default()
                 };
                 let storage = RbdStorage::new(rados_pool, options);
-                tracing::info!(pool, conf = %conf.display(), "backend: ceph (RBD images)");
+                let opening = std::time::Instant::now();
                 let engine = Engine::open(Arc::new(storage), engine_cfg)
                     .with_context(|| format!("cannot open the engine on Ceph pool {pool:?}"))?;
+                tracing::info!(
+                    pool,
+                    conf = %conf.display(),
+                    opened_in_ms = u64::try_from(opening.elapsed().as_millis()).unwrap_or(u64::MAX),
+                    "backend: ceph (RBD images)"
+                );
                 Ok((engine, Some(held)))
             }
         }

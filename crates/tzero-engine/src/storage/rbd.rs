@@ -28,8 +28,9 @@ pub const CLIENT_OPTIONS: &[(&str, &str)] = &[
     // A discard must zero what it does not deallocate: the engine punches holes that must read
     // back as zeros (Pacific skips unaligned parts of a discard by default).
     ("rbd_skip_partial_discard", "false"),
-    // Breaking a dead owner's lock blocklists it first, so its late writes are refused.
-    ("rbd_blocklist_on_break_lock", "true"),
+    // [`RbdStorage`] blocklists a lock's owner itself, once per owner, before breaking it;
+    // librbd's own blocklist-on-break would cost a monitor round and a map epoch per image.
+    ("rbd_blocklist_on_break_lock", "false"),
     // Bounded waits: an unreachable cluster is an error, not a hang.
     ("client_mount_timeout", "15"),
     ("rados_mon_op_timeout", "15"),
@@ -46,6 +47,9 @@ pub struct RbdOptions {
     /// Break (and so blocklist) another client's exclusive lock on open. Only a node that holds
     /// the pool's lease may do this.
     pub break_locks: bool,
+    /// Client addresses already blocklisted (the previous owner, fenced at takeover): their
+    /// locks are broken without a second blocklist.
+    pub fenced: Vec<String>,
 }
 
 impl Default for RbdOptions {
@@ -54,6 +58,7 @@ impl Default for RbdOptions {
             prefix: String::new(),
             order: 22,
             break_locks: false,
+            fenced: Vec::new(),
         }
     }
 }
@@ -68,6 +73,8 @@ pub struct RbdStorage {
     open: Mutex<HashMap<String, Weak<RbdFile>>>,
     /// Replicas per object, for free space; read from the monitors once.
     replicas: u64,
+    /// Lock owners blocklisted so far (see [`RbdOptions::fenced`]).
+    fenced: Mutex<std::collections::HashSet<String>>,
 }
 
 impl RbdStorage {
@@ -83,8 +90,10 @@ impl RbdStorage {
     /// Uses an open pool.
     pub fn new(pool: Arc<Pool>, options: RbdOptions) -> RbdStorage {
         let replicas = pool_size(&pool).unwrap_or(1).max(1);
+        let fenced = Mutex::new(options.fenced.iter().cloned().collect());
         RbdStorage {
             pool,
+            fenced,
             options,
             open: Mutex::new(HashMap::new()),
             replicas,
@@ -116,32 +125,39 @@ impl RbdStorage {
         }
     }
 
-    /// Takes the image's exclusive lock; with `break_locks`, a holder is broken (blocklisted)
-    /// first.
+    /// Takes the image's exclusive lock; with `break_locks`, a previous holder is broken
+    /// (blocklisted) first, without asking it: it is dead or fenced, and asking a dead owner
+    /// to release costs librbd's request timeout.
     fn lock(&self, image: &Image) -> io::Result<()> {
-        match image.lock_exclusive() {
-            Ok(()) => Ok(()),
-            Err(e) if self.options.break_locks => {
-                for owner in image.lock_owners()? {
-                    tracing::warn!(
-                        image = image.name(),
-                        owner,
-                        "breaking a previous owner's lock"
-                    );
-                    image.break_lock(&owner)?;
+        if self.options.break_locks {
+            for owner in image.lock_owners()? {
+                tracing::warn!(
+                    image = image.name(),
+                    owner,
+                    "breaking a previous owner's lock"
+                );
+                // librbd names an owner by its client address: fence it before breaking, so
+                // its late writes are refused by the OSDs.
+                if self.fenced.lock().insert(owner.clone()) {
+                    self.pool.cluster().blocklist_add(&owner, 0)?;
                 }
-                image.lock_exclusive().map_err(|again| {
-                    io::Error::new(
-                        again.kind(),
-                        format!("{}: exclusive lock: {again} (first: {e})", image.name()),
-                    )
-                })
+                match image.break_lock(&owner) {
+                    // Gone meanwhile: nothing to break.
+                    Err(e) if e.raw_os_error() == Some(rustix::io::Errno::NOENT.raw_os_error()) => {
+                    }
+                    other => other?,
+                }
             }
-            Err(e) => Err(io::Error::new(
-                e.kind(),
-                format!("{}: held by another tzero node ({e})", image.name()),
-            )),
         }
+        image.lock_exclusive().map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "{}: exclusive lock held by another tzero node ({e})",
+                    image.name()
+                ),
+            )
+        })
     }
 }
 

@@ -52,7 +52,7 @@ pub fn become_owner(
     config: &ClusterConfig,
     pool: &Arc<Pool>,
     rt: &tokio::runtime::Runtime,
-) -> anyhow::Result<Arc<Lease>> {
+) -> anyhow::Result<(Arc<Lease>, Option<OwnerRecord>)> {
     let addrs = pool
         .cluster()
         .addrs()
@@ -123,5 +123,5 @@ pub fn become_owner(
         fenced_in_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         "this node owns the pool"
     );
-    Ok(lease)
+    Ok((lease, previous))
 }
