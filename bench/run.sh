@@ -5,6 +5,9 @@
 #   bench/run.sh --quick   smoke run: 256 MiB volumes, 4 s fio runs    (~3 min)
 #   TZERO_BIN=/path/to/tzero bench/run.sh   use that binary, build nothing
 #   bench/run.sh --only W2,W3   some workloads only (issue3,qsdbase,W1,W2,W3,W4,W6,W7; W4 includes W5)
+#   bench/run.sh --backend ceph  tzero on a 3-OSD loopback Ceph cluster vs qemu-nbd + librbd on the
+#                           same pool: plain 4k randread/randwrite QD32, W1, W2, W3 (bench/ceph_bench.py;
+#                           CEPH_CONF=FILE uses a running cluster; output in bench/out/ceph/)
 #
 # Needs: fio, nbdcopy/nbdinfo (libnbd-bin), qemu-nbd + qemu-storage-daemon, cargo.
 #   apt-get install -y fio libnbd-bin nbdkit qemu-utils
@@ -17,12 +20,13 @@ ROOT=$(dirname "$HERE")
 WORK=${BENCH_WORK:-/work/bench-run}
 OUT=${BENCH_OUT:-$HERE/out}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/work/target-bench}
-QUICK=""; ONLY=""
+QUICK=""; ONLY=""; BACKEND=file
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) QUICK=--quick ;;
     --only) ONLY="$2"; shift ;;
-    *) echo "usage: $0 [--quick] [--only LIST]" >&2; exit 64 ;;
+    --backend) BACKEND="$2"; shift ;;
+    *) echo "usage: $0 [--quick] [--only LIST] [--backend file|ceph]" >&2; exit 64 ;;
   esac
   shift
 done
@@ -50,6 +54,10 @@ export BENCH_BUILD_NOTE="$BUILD_NOTE"
 (cd "$HERE/plot" && timeout 1200 cargo build --release -q)
 PLOT=$CARGO_TARGET_DIR/release/tzero-bench-plot
 
+if [ "$BACKEND" = ceph ]; then
+  exec python3 "$HERE/ceph_bench.py" --tzero "$TZERO" ${CEPH_CONF:+--conf "$CEPH_CONF"} \
+    --work "${BENCH_WORK:-/work/bench-ceph}" --out "$OUT/ceph" --command "bench/run.sh --backend ceph"
+fi
 CMD="bench/run.sh${QUICK:+ $QUICK}${ONLY:+ --only $ONLY}"
 LIMIT=1800; [ -n "$QUICK" ] && LIMIT=600
 rc=0
